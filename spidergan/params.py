@@ -1,0 +1,238 @@
+"""Typed parameters: `params.yaml` loaded once into frozen dataclasses and validated.
+
+Every knob of the pipeline is a field here. Validation happens once, at load: an unknown key,
+a wrong type or an out-of-range value raises `ParamsError` naming the dotted key, so a typo in
+`dvc exp run -S train.aug_pob=0.5` stops the run instead of silently training with the default.
+
+Each section is a frozen dataclass; ranges and choices are declared with `param(...)` so the
+rule sits beside the default it constrains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A parameter file that must not be run with. The message names the offending key."""
+
+
+def param(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None,
+          choices=None, default_factory: Any = dataclasses.MISSING, doc: str = ""):
+    """A dataclass field with validation rules attached as metadata."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "doc": doc}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls):
+    """Decorator for a params section: frozen dataclass."""
+    return dataclass(frozen=True)(cls)
+
+
+# --------------------------------------------------------------------------- scrape
+@section
+class SyntheticParams:
+    count: int = param(200, ge=1, le=1_000_000, doc="images to draw")
+    dup_fraction: float = param(0.1, ge=0.0, le=0.5, doc="share of images that get planted near-duplicates")
+    two_spider_fraction: float = param(0.1, ge=0.0, le=1.0)
+    small_fraction: float = param(0.08, ge=0.0, le=1.0, doc="images whose spider is too small to crop")
+    distractor_fraction: float = param(0.12, ge=0.0, le=1.0, doc="images with a caterpillar or leaf")
+    web_fraction: float = param(0.3, ge=0.0, le=1.0)
+    min_size: int = param(320, ge=64, le=4096, doc="shorter side range, pixels")
+    max_size: int = param(640, ge=64, le=4096, doc="longer side range, pixels")
+    jpeg_quality_min: int = param(70, ge=10, le=100)
+    jpeg_quality_max: int = param(95, ge=10, le=100)
+
+    def validate(self):
+        if self.min_size > self.max_size:
+            raise ParamsError(f"min_size ({self.min_size}) is larger than max_size ({self.max_size})")
+        if self.jpeg_quality_min > self.jpeg_quality_max:
+            raise ParamsError("jpeg_quality_min is larger than jpeg_quality_max")
+
+
+@section
+class FlickrParams:
+    group: str = param("", doc="group id (e.g. 12345678@N00) or group URL; empty = search")
+    text: str = param("")
+    tags: str = param("", doc="comma-separated tags")
+    tag_mode: str = param("any", choices=("any", "all"))
+    bbox: str = param("", doc="min_lon,min_lat,max_lon,max_lat")
+    min_taken_date: str = param("")
+    max_taken_date: str = param("")
+    licenses: tuple = param(default_factory=lambda: (1, 2, 3, 4, 5, 6, 7, 9, 10),
+                            doc="Flickr licence ids accepted (CC, no known restrictions, CC0, PDM)")
+    limit: int = param(1000, ge=1, doc="photos to fetch at most")
+    max_side: int = param(1024, ge=64, le=16384, doc="largest size to download, longest side")
+    per_page: int = param(500, ge=1, le=500)
+    concurrency: int = param(8, ge=1, le=64)
+    calls_per_hour: int = param(3600, ge=1, doc="client-side API rate limit")
+    max_tries: int = param(5, ge=1, le=20)
+    timeout_s: float = param(30.0, gt=0)
+
+
+@section
+class FolderParams:
+    path: str = param("", doc="folder of images, imported recursively")
+
+
+@section
+class ScrapeParams:
+    source: str = param("synthetic", choices=("synthetic", "flickr", "folder"))
+    min_side: int = param(256, ge=1, doc="images whose shorter side is below this are rejected")
+    max_pixels: int = param(100_000_000, ge=1, doc="decompression-bomb guard")
+    synthetic: SyntheticParams = param(default_factory=SyntheticParams)
+    flickr: FlickrParams = param(default_factory=FlickrParams)
+    folder: FolderParams = param(default_factory=FolderParams)
+
+
+# --------------------------------------------------------------------------- top level
+@section
+class Params:
+    seed: int = param(0, ge=0, le=2**31 - 1)
+    scrape: ScrapeParams = param(default_factory=ScrapeParams)
+
+
+# --------------------------------------------------------------------------- loading
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return the value in its canonical form."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ParamsError as e:
+                errors.append(str(e))
+        raise ParamsError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping (section), got {type(value).__name__}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ParamsError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ParamsError(f"{key}: expected {len(args)} items, got {len(value)}")
+        if args:
+            item_tp = args[0]
+            return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(value)
+    raise ParamsError(f"{key}: unsupported parameter type {_type_name(tp)}")
+
+
+def _check_rules(value: Any, meta: dict, key: str) -> None:
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ParamsError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+    for name, op, text in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                           ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        bound = meta.get(name)
+        if bound is None:
+            continue
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if not op(item, bound):
+                raise ParamsError(f"{key}: {item!r} is out of range (must be {text} {bound})")
+
+
+def _build(cls, data: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            where = f"{prefix}.{k}" if prefix else str(k)
+            close = difflib.get_close_matches(str(k), list(fields), n=1)
+            hint = f" (did you mean {(prefix + '.' if prefix else '') + close[0]}?)" if close else ""
+            raise ParamsError(f"unknown parameter {where}{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            value = _coerce(data[name], hints[name], key)
+        elif dataclasses.is_dataclass(hints[name]):
+            value = _coerce({}, hints[name], key)
+        else:
+            continue
+        _check_rules(value, dict(f.metadata), key)
+        kwargs[name] = value
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a field without default was not given
+        raise ParamsError(f"{prefix or 'params'}: {e}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ParamsError as e:
+            raise ParamsError(f"{prefix + '.' if prefix else ''}{e}") from None
+    return obj
+
+
+def from_dict(data: Optional[dict]) -> Params:
+    """Build and validate `Params` from a plain mapping (as parsed from YAML)."""
+    return _build(Params, data or {}, "")
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Load and validate the params file. Raises ParamsError with the dotted key on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return from_dict(data)
+
+
+def to_dict(obj) -> dict:
+    """Params (or a section) as plain data, e.g. to record beside a checkpoint."""
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+    return conv(obj)

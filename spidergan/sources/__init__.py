@@ -1,0 +1,1 @@
+"""Image sources for the scrape stage: synthetic (the offline default), flickr, folder."""
