@@ -69,7 +69,7 @@ class FlickrParams:
     bbox: str = param("", doc="min_lon,min_lat,max_lon,max_lat")
     min_taken_date: str = param("")
     max_taken_date: str = param("")
-    licenses: tuple = param(default_factory=lambda: (1, 2, 3, 4, 5, 6, 7, 9, 10),
+    licenses: tuple[int, ...] = param(default_factory=lambda: (1, 2, 3, 4, 5, 6, 7, 9, 10),
                             doc="Flickr licence ids accepted (CC, no known restrictions, CC0, PDM)")
     limit: int = param(1000, ge=1, doc="photos to fetch at most")
     max_side: int = param(1024, ge=64, le=16384, doc="largest size to download, longest side")
