@@ -10,7 +10,7 @@ from PIL import Image
 
 from spidergan import cli, env
 from spidergan.gan.augment import (
-    ALL_OPS, AUGPIPES, GEOMETRIC_OPS, GROUPS, AdaController, AugmentPipe, preview_grid,
+    ALL_OPS, AUGPIPES, GROUPS, AdaController, AugmentPipe, preview_grid,
     resolve_ops,
 )
 
@@ -288,3 +288,16 @@ def test_augment_preview_command(tmp_path, capsys):
     assert "0.3" in capsys.readouterr().out
     rc = cli.main(["augment-preview", "--images", str(tmp_path / "nothing"), "--out", str(out)])
     assert rc == 2
+
+
+def test_forward_backward_and_accumulate_never_read_tensor_values_on_the_host():
+    # a meta tensor has no data: any .item()/float()/bool() or data-dependent Python branch
+    # raises, so running the training-time path on meta proves it never syncs with the host
+    pipe = AugmentPipe("bgcc", p=0.5).to("meta")
+    x = torch.empty(4, 3, 16, 16, device="meta", requires_grad=True)
+    y = pipe(x)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
+    ctrl = AdaController()
+    ctrl.accumulate(torch.empty(4, 1, device="meta"))
+    assert ctrl.stats_tensor().device.type == "meta"
