@@ -180,8 +180,8 @@ class AugmentPipe(torch.nn.Module):
             return torch.randn(*shape, device=dev, generator=generator)
 
         def fires(op: str, prob=None) -> torch.Tensor:
-            # always draw, even for ops not in the pipe: the random stream, and therefore a
-            # preview row, does not depend on which other ops are enabled
+            # every op of an enabled group draws, even one left out of the pipe, so which ops
+            # fire on an image does not depend on which of its group's siblings are enabled
             f = rand(n) < (p if prob is None else prob)
             f = f & (op in self.ops)
             rec[op] = f
