@@ -41,6 +41,34 @@ def _cmd_augment_preview(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from spidergan import evaluate
+
+    p = _load(args)
+    try:
+        m = evaluate.run(p.evaluate, seed=p.seed, dataset=args.dataset, gan=args.gan,
+                         detector=args.detector, out=args.out, plots=args.plots,
+                         report_path=args.report, metrics_path=args.metrics)
+    except (evaluate.EvaluateError, FileNotFoundError) as e:
+        print(f"spidergan evaluate: {e}", file=sys.stderr)
+        return 2
+    for k, v in sorted(m.items()):
+        print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+    return 0
+
+
+def _cmd_fetch_inception(args) -> int:
+    from spidergan.metrics import fid
+
+    try:
+        path = fid.ensure_weights(fetch=True)
+    except fid.InceptionUnavailable as e:
+        print(f"spidergan fetch-inception: {e}", file=sys.stderr)
+        return 2
+    print(f"{path} ({path.stat().st_size} bytes, sha256 {fid.file_sha256(path)[:16]}...)")
+    return 0
+
+
 def _cmd_params(args) -> int:
     import json
 
@@ -72,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="augment-preview.png")
     s.set_defaults(func=_cmd_augment_preview)
+
+    s = sub.add_parser("evaluate", help="score the trained GAN: FID/KID/MiFID/precision/recall "
+                       "(with Inception weights), SWD, detector rate, memorization")
+    s.add_argument("--dataset", default="data/dataset")
+    s.add_argument("--gan", default="models/gan")
+    s.add_argument("--detector", default="models/detector.pt")
+    s.add_argument("--out", default="data/eval")
+    s.add_argument("--plots", default="plots/evaluate")
+    s.add_argument("--report", default="reports/evaluate.html")
+    s.add_argument("--metrics", default="metrics/evaluate.json")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("fetch-inception",
+                       help="download the standard FID Inception weights into $TORCH_HOME "
+                            "(needs internet; evaluate uses them for fid/kid/mifid/precision/recall)")
+    s.set_defaults(func=_cmd_fetch_inception)
 
     s = sub.add_parser("params", help="validate params.yaml and print it with all defaults")
     s.set_defaults(func=_cmd_params)

@@ -95,11 +95,45 @@ class ScrapeParams:
     folder: FolderParams = param(default_factory=FolderParams)
 
 
+# --------------------------------------------------------------------------- evaluate
+@section
+class EvaluateParams:
+    num_fakes: int = param(1000, ge=2, doc="images drawn from G_ema at seeds first_seed.., psi=1")
+    first_seed: int = param(0, ge=0, doc="fakes use seeds first_seed .. first_seed+num_fakes-1")
+    fid: str = param("auto", choices=("auto", "on", "off"),
+                     doc="Inception metrics (fid, kid, mifid, precision, recall): auto = when the "
+                         "weights are present or can be fetched, on = fail without them, off = skip")
+    kid_subsets: int = param(100, ge=1)
+    kid_subset_size: int = param(1000, ge=2, doc="reduced to the smaller image count when larger")
+    mifid_eps: float = param(0.1, gt=0, le=1, doc="MiFID cosine-distance epsilon (Kaggle: 0.1)")
+    pr_k: int = param(3, ge=1, doc="k of the k-NN manifolds for precision/recall (reduced "
+                                   "to images-1 when larger)")
+    detector_conf: float = param(0.25, ge=0, le=1, doc="a fake counts as a spider at this confidence")
+    detector_imgsz: int = param(320, ge=32, le=2048, doc="fakes are upscaled to this for the detector")
+    hash: str = param("phash", choices=("ahash", "dhash", "phash", "whash"))
+    hash_size: int = param(8, ge=2, le=64)
+    hash_threshold: int = param(8, ge=0, doc="a fake this close (Hamming) to a training image is a copy")
+    pairs: int = param(16, ge=1, le=256, doc="closest fake/real pairs shown in pairs.png")
+    grid: int = param(8, ge=1, le=32, doc="sample grid is grid x grid fakes")
+    snapshots: bool = param(False, doc="also evaluate every training snapshot (metrics per kimg)")
+    batch: int = param(32, ge=1, le=1024, doc="images per generator / Inception batch")
+    device: str = param("auto", choices=("auto", "cpu", "cuda"))
+    threads: int = param(0, ge=0, doc="torch CPU threads; 0 = all cores")
+
+    def validate(self):
+        if self.hash_threshold > self.hash_size * self.hash_size:
+            raise ParamsError(f"hash_threshold ({self.hash_threshold}) exceeds the hash's "
+                              f"{self.hash_size ** 2} bits")
+        if self.hash == "whash" and self.hash_size & (self.hash_size - 1):
+            raise ParamsError("hash whash needs a power-of-two hash_size")
+
+
 # --------------------------------------------------------------------------- top level
 @section
 class Params:
     seed: int = param(0, ge=0, le=2**31 - 1)
     scrape: ScrapeParams = param(default_factory=ScrapeParams)
+    evaluate: EvaluateParams = param(default_factory=EvaluateParams)
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,0 +1,425 @@
+"""The evaluate stage: score G_ema of the trained GAN against the dataset it was trained on.
+
+Inputs: `data/dataset/` (train.npy, manifest.jsonl, holdout/), `models/gan/checkpoint.pt`,
+optionally `models/detector.pt`. Outputs:
+
+* `metrics/evaluate.json`, flat keys (DVC metrics):
+  - `fid`, `kid_mean`, `kid_std`, `mifid`, `precision`, `recall` (+ the `kid_subset_size` and
+    `pr_k` actually used) in Inception-v3 pool features, when `evaluate.fid` allows and the
+    weights are present; otherwise `fid_warning` says why and how to get them;
+  - `swd` (+ per pyramid level `swd<res>`), always;
+  - `detector_rate` (fakes) and `detector_rate_real` (training images), or `detector_rate_warning`;
+  - `memorization_rate` (fakes within `hash_threshold` of a training image, perceptual hash),
+    `copy_ratio` and `authenticity` (see spidergan.metrics.copying) in `memorization_space`:
+    Inception cosine distance when the features exist, hash Hamming distance otherwise;
+  - `num_fakes`, `num_train`, `num_holdout`, `kimg`.
+  No value is ever NaN: a metric that cannot be computed raises or is replaced by a `_warning`.
+* `data/eval/`: `fakes/<seed>.png`, `reals/<id>.png` (the training images that are some fake's
+  nearest), `pairs.jsonl` (`{"fake", "real", "distance", ...}` per fake, closest first, paths
+  relative to the project root; the review app reads it).
+* `plots/evaluate/`: `samples.png`, `pairs.png` (closest fake/real pairs), `snapshots.png` and
+  `snapshots.json` (metrics per training snapshot when `evaluate.snapshots`, else the final one).
+* `reports/evaluate.html`: metrics table and the pictures inline, opens without network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from spidergan import atomic, hashing, images, manifest, report, sheets
+from spidergan.gan import checkpoint as ckpt_mod
+from spidergan.gan.dataset import ImageDataset
+from spidergan.gan.networks import Generator
+from spidergan.metrics import copying, detector_rate
+from spidergan.metrics import fid as fidm
+from spidergan.metrics import memorization
+from spidergan.metrics.swd import sliced_wasserstein
+from spidergan.params import EvaluateParams, to_dict
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class EvaluateError(RuntimeError):
+    """Evaluation cannot run as configured; the message says what to change."""
+
+
+# --------------------------------------------------------------------------- generator
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EvaluateError("evaluate.device=cuda but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def load_generator(state: dict, device: torch.device) -> Generator:
+    """G_ema of a training checkpoint, rebuilt from the architecture recorded in it."""
+    arch = state.get("arch") or {}
+    need = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max")
+    missing = [k for k in need if k not in arch]
+    if missing or "G_ema" not in state:
+        raise EvaluateError(f"checkpoint lacks {missing or ['G_ema']}: not a SpiderGAN training "
+                            f"checkpoint")
+    G = Generator(z_dim=arch["z_dim"], w_dim=arch["w_dim"], img_resolution=arch["resolution"],
+                  mapping_layers=arch["mapping_layers"], channel_base=arch["channel_base"],
+                  channel_max=arch["channel_max"], conv_clamp=arch.get("conv_clamp") or None)
+    G.load_state_dict(state["G_ema"])
+    return G.to(device).eval().requires_grad_(False)
+
+
+def seeded_z(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    """One latent per seed, independent of batch and device (same as the training grids)."""
+    return torch.stack([torch.from_numpy(np.random.RandomState(int(s)).randn(z_dim)).float()
+                        for s in seeds])
+
+
+@torch.no_grad()
+def generate(G: Generator, seeds: Sequence[int], batch: int = 32) -> np.ndarray:
+    """uint8 NHWC images for `seeds`, psi = 1 (no truncation), constant noise."""
+    dev = next(G.parameters()).device
+    z = seeded_z(seeds, G.z_dim)
+    out = []
+    for i in range(0, len(z), batch):
+        x = G(z[i:i + batch].to(dev), truncation_psi=1.0, noise_mode="const")
+        x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        out.append(x.permute(0, 2, 3, 1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def checkpoints(gan_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every training checkpoint under `gan_dir` as (images seen, path), oldest first."""
+    found = []
+    for path in sorted(Path(gan_dir).rglob("*.pt")):
+        try:
+            state = ckpt_mod.load(path)
+        except (ValueError, RuntimeError, OSError) as e:
+            log.warning("skipping %s: %s", path, e)
+            continue
+        if "G_ema" in state:
+            found.append((int(state.get("nimg", 0)), path))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- reals
+class _Pictures(Sequence):
+    """uint8 NHWC array seen as a list of PIL images, made on access (for picture helpers)."""
+
+    def __init__(self, arr: np.ndarray):
+        self.arr = arr
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return Image.fromarray(np.asarray(self.arr[i]))
+
+
+@dataclasses.dataclass
+class Reals:
+    train: np.ndarray                   # uint8 NHWC, as the generator was trained on
+    train_ids: list[str]
+    holdout: np.ndarray                 # uint8 NHWC, never shown to the generator
+    holdout_ids: list[str]
+    sha256: str                         # of train.npy: the key of the feature cache
+    train_hashes: np.ndarray = None
+    holdout_hashes: np.ndarray = None
+    train_feats: np.ndarray | None = None
+    holdout_feats: np.ndarray | None = None
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train.shape[1])
+
+
+def load_reals(dataset: str | Path) -> Reals:
+    dataset = Path(dataset)
+    ds = ImageDataset(dataset)
+    train = np.array(ds.images)  # into memory: read many times, and torch wants it writable
+    recs = sorted(manifest.read(dataset / "manifest.jsonl"), key=lambda r: r.get("index", 0))
+    ids = [r["id"] for r in recs] if len(recs) == len(train) else [f"train{i:06d}" for i in range(len(train))]
+    res = ds.resolution
+    hold, hold_ids = [], []
+    for r in manifest.read(dataset / "holdout" / "manifest.jsonl"):
+        try:
+            im = images.load_rgb(dataset / r["file"])
+        except images.ImageRejected as e:
+            log.warning("held-out image %s unusable: %s", r.get("file"), e)
+            continue
+        if im.size != (res, res):
+            im = im.resize((res, res), Image.LANCZOS)
+        hold.append(np.asarray(im, dtype=np.uint8))
+        hold_ids.append(r["id"])
+    holdout = np.stack(hold) if hold else np.zeros((0, res, res, 3), np.uint8)
+    return Reals(train, ids, holdout, hold_ids, ds.fingerprint())
+
+
+def _to_float(u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# --------------------------------------------------------------------------- scoring
+@dataclasses.dataclass
+class Scored:
+    metrics: dict
+    warnings: dict
+    hash_index: np.ndarray      # per fake: nearest training image by hash
+    hash_dist: np.ndarray
+    feat_index: np.ndarray | None = None
+    feat_dist: np.ndarray | None = None
+
+
+def score(fakes: np.ndarray, reals: Reals, p: EvaluateParams, seed: int,
+          extractor: fidm.FeatureExtractor | None, detector=None, device: str | None = None,
+          progress: bool = True, full: bool = True) -> Scored:
+    """All metrics of one set of fakes. `full=False` (snapshots) leaves out MiFID, precision/
+    recall and the detector."""
+    m: dict = {"num_fakes": int(len(fakes)), "num_train": int(len(reals.train)),
+               "num_holdout": int(len(reals.holdout))}
+    warn: dict = {}
+
+    # SWD: as many reals as fakes (seeded choice), sorted projections compared one to one
+    n = min(len(fakes), len(reals.train))
+    pick = np.sort(np.random.default_rng(seed).permutation(len(reals.train))[:n])
+    swd = sliced_wasserstein(_to_float(reals.train[pick]), _to_float(fakes), seed=seed)
+    m.update({k: float(v) for k, v in swd.items()})
+
+    # memorization by perceptual hash: always available
+    fake_hashes = hashing.hash_images(_Pictures(fakes), p.hash, p.hash_size)
+    h_idx, h_dist = memorization.nearest_by_hash(fake_hashes, reals.train_hashes)
+    m["memorization_rate"] = memorization.memorization_rate(h_dist, p.hash_threshold)
+    out = Scored(m, warn, h_idx, h_dist)
+
+    if extractor is not None:
+        fake_feats = extractor.features(fakes, p.batch, "inception fakes", progress)
+        inc, notes = fidm.inception_metrics(reals.train_feats, fake_feats,
+                                            kid_subsets=p.kid_subsets,
+                                            kid_subset_size=p.kid_subset_size,
+                                            mifid_eps=p.mifid_eps, pr_k=p.pr_k, seed=seed)
+        if not full:
+            inc = {k: inc[k] for k in ("fid", "kid_mean", "kid_std", "kid_subset_size")}
+        m.update(inc)
+        if notes and full:
+            warn["inception_note"] = "; ".join(notes)
+        f_idx, f_dist = memorization.nearest_by_features(fake_feats, reals.train_feats)
+        out.feat_index, out.feat_dist = f_idx, f_dist
+        space = "inception_cosine"
+        fake_d, fake_i = f_dist, f_idx
+        hold_d = (memorization.nearest_by_features(reals.holdout_feats, reals.train_feats)[1]
+                  if len(reals.holdout) else np.zeros(0))
+        _, train_gap = copying.self_nearest_cosine(reals.train_feats)
+    else:
+        space = f"{p.hash}_hamming"
+        fake_d, fake_i = h_dist, h_idx
+        hold_d = (memorization.nearest_by_hash(reals.holdout_hashes, reals.train_hashes)[1]
+                  if len(reals.holdout) else np.zeros(0))
+        _, gap = hashing.knn(reals.train_hashes, None, k=1)
+        train_gap = gap[:, 0]
+    m["memorization_space"] = space
+    try:
+        m["copy_ratio"] = copying.copy_ratio(fake_d, hold_d)
+    except ValueError as e:
+        warn["copy_ratio_warning"] = str(e)
+    m["authenticity"] = copying.authenticity(fake_i, fake_d, train_gap)
+
+    if full and detector is not None:
+        kw = dict(imgsz=p.detector_imgsz, batch=p.batch, device=device)
+        m["detector_rate"] = detector_rate.rate(detector, fakes, p.detector_conf, **kw)
+        m["detector_rate_real"] = detector_rate.rate(detector, reals.train[pick], p.detector_conf, **kw)
+    return out
+
+
+def check_finite(metrics: dict) -> None:
+    bad = [k for k, v in metrics.items()
+           if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise EvaluateError(f"metrics {', '.join(bad)} are not finite ({', '.join(str(metrics[k]) for k in bad)}); "
+                            f"refusing to write them")
+
+
+# --------------------------------------------------------------------------- run
+def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
+        gan: str | Path = "models/gan", detector: str | Path = "models/detector.pt",
+        out: str | Path = "data/eval", plots: str | Path = "plots/evaluate",
+        report_path: str | Path | None = "reports/evaluate.html",
+        metrics_path: str | Path | None = "metrics/evaluate.json",
+        cache_dir: str | Path | None = "default", root: str | Path | None = None,
+        extractor: fidm.FeatureExtractor | None | str = "params", progress: bool = True) -> dict:
+    """Evaluate the final checkpoint (and every snapshot when `p.snapshots`); returns the metrics.
+
+    `extractor`: "params" = the standard Inception as `p.fid` says; or a FeatureExtractor
+    (tests: random weights); or None = no Inception metrics.
+    """
+    from spidergan import env
+
+    root = Path(root) if root else Path.cwd()
+    out, plots = Path(out), Path(plots)
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    device = pick_device(p.device)
+    if cache_dir == "default":
+        cache_dir = env.state_dir() / "eval_cache"
+
+    ckpt_path = Path(gan) / CHECKPOINT_NAME
+    if not ckpt_path.is_file():
+        raise EvaluateError(f"{ckpt_path} is missing: run the train stage first (`dvc repro train`)")
+    state = ckpt_mod.load(ckpt_path)
+    G = load_generator(state, device)
+    reals = load_reals(dataset)
+    if len(reals.train) < 2:
+        raise EvaluateError(f"{dataset} holds {len(reals.train)} training image(s); evaluation "
+                            f"needs at least 2 (raise dataset.size)")
+    if G.img_resolution != reals.resolution:
+        raise EvaluateError(f"generator draws {G.img_resolution}px images but {dataset} holds "
+                            f"{reals.resolution}px ones: re-run the dataset and train stages")
+    warnings: dict = {}
+
+    # Inception features of the reals: once per dataset and extractor
+    if isinstance(extractor, str):
+        extractor, w = fidm.inception_for_mode(p.fid, device)
+        if w:
+            warnings["fid_warning"] = w
+            log.warning(w)
+    reals.train_hashes = hashing.hash_images(_Pictures(reals.train), p.hash, p.hash_size)
+    reals.holdout_hashes = hashing.hash_images(_Pictures(reals.holdout), p.hash, p.hash_size)
+    if extractor is not None:
+        key = f"{reals.sha256[:16]}-{extractor.id}"
+        reals.train_feats = fidm.cached(cache_dir, f"train-{key}", lambda: extractor.features(
+            reals.train, p.batch, "inception reals", progress))
+        hold_key = manifest_key(reals.holdout_ids)
+        reals.holdout_feats = fidm.cached(cache_dir, f"holdout-{key}-{hold_key}",
+                                          lambda: extractor.features(reals.holdout, p.batch,
+                                                                     "inception held-out", progress))
+
+    model = None
+    try:
+        model = detector_rate.load_detector(detector)
+    except detector_rate.DetectorMissing as e:
+        warnings["detector_rate_warning"] = str(e)
+        log.warning("%s", e)
+
+    seeds = list(range(p.first_seed, p.first_seed + p.num_fakes))
+    fakes = generate(G, seeds, p.batch)
+    scored = score(fakes, reals, p, seed, extractor, model,
+                   device=str(device) if device.type == "cuda" else None, progress=progress)
+    metrics = {"kimg": round(int(state.get("nimg", 0)) / 1000, 3), **scored.metrics}
+    warnings.update(scored.warnings)
+    metrics.update(warnings)
+    check_finite(metrics)
+
+    # per-snapshot series
+    series = [_series_row(metrics)]
+    if p.snapshots:
+        series = []
+        for nimg, path in checkpoints(gan):
+            if path.resolve() == ckpt_path.resolve():
+                series.append(_series_row(metrics))
+                continue
+            Gs = load_generator(ckpt_mod.load(path), device)
+            s = score(generate(Gs, seeds, p.batch), reals, p, seed, extractor, None,
+                      progress=progress, full=False)
+            check_finite(s.metrics)
+            series.append(_series_row({"kimg": round(nimg / 1000, 3), **s.metrics}))
+        series.sort(key=lambda r: r["kimg"])
+
+    # files: fakes, nearest reals, pairs.jsonl, plots, report, metrics
+    _write_eval_folder(out, root, fakes, seeds, reals, scored, p)
+    _write_plots(plots, fakes, reals, scored, series, p)
+    if report_path:
+        pictures = [("Samples (seeds %d..)" % p.first_seed, plots / "samples.png"),
+                    ("Closest fake / training pairs (%s distance)" % p.hash, plots / "pairs.png"),
+                    ("Metrics per training snapshot", plots / "snapshots.png")]
+        report.write_html(report_path, "SpiderGAN evaluation", metrics, pictures,
+                          params=to_dict(p), notes=warnings)
+    if metrics_path:
+        atomic.write_json(metrics_path, metrics)
+    return metrics
+
+
+def manifest_key(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+SERIES_KEYS = ("swd", "fid", "kid_mean", "memorization_rate", "copy_ratio", "authenticity")
+
+
+def _series_row(metrics: dict) -> dict:
+    return {"kimg": metrics["kimg"], **{k: metrics[k] for k in SERIES_KEYS if k in metrics}}
+
+
+def _write_eval_folder(out: Path, root: Path, fakes, seeds, reals: Reals, scored: Scored,
+                       p: EvaluateParams) -> None:
+    def rel(path: Path) -> str:
+        return os.path.relpath(path.resolve(), root.resolve())
+
+    fake_paths = []
+    for s, a in zip(seeds, fakes):
+        f = out / "fakes" / f"{s:06d}.png"
+        atomic.save_image(f, Image.fromarray(a))
+        fake_paths.append(f)
+    records = []
+    written: dict[int, Path] = {}
+    feat = scored.feat_dist is not None
+    order = np.lexsort(((scored.feat_dist if feat else np.zeros(len(fakes))), scored.hash_dist))
+    for k in order.tolist():
+        j = int(scored.hash_index[k])
+        if j not in written:
+            written[j] = out / "reals" / f"{reals.train_ids[j]}.png"
+            atomic.save_image(written[j], Image.fromarray(reals.train[j]))
+        rec = {"fake": rel(fake_paths[k]), "real": rel(written[j]),
+               "distance": float(scored.hash_dist[k]), "space": f"{p.hash}_hamming",
+               "seed": int(seeds[k]), "real_id": reals.train_ids[j],
+               "within_threshold": bool(scored.hash_dist[k] <= p.hash_threshold)}
+        if feat:
+            rec["feature_distance"] = float(scored.feat_dist[k])
+            rec["feature_nearest_id"] = reals.train_ids[int(scored.feat_index[k])]
+        records.append(rec)
+    manifest.write(out / "pairs.jsonl", records)
+
+
+def _write_plots(plots: Path, fakes, reals: Reals, scored: Scored, series: list[dict],
+                 p: EvaluateParams) -> None:
+    cell = max(64, reals.resolution)
+    n = min(len(fakes), p.grid * p.grid)
+    atomic.save_image(plots / "samples.png",
+                      sheets.grid(_Pictures(fakes)[:n], cols=p.grid, cell=cell))
+    nearest = memorization.Nearest(_Pictures(fakes), _Pictures(reals.train), scored.hash_index,
+                                   scored.hash_dist, p.hash_threshold)
+    memorization.save_pairs_picture(nearest, plots / "pairs.png", n=p.pairs, cell=cell)
+    atomic.write_json(plots / "snapshots.json", series)
+    _snapshot_picture(plots / "snapshots.png", series)
+
+
+def _snapshot_picture(path: Path, series: list[dict]) -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in SERIES_KEYS if any(k in r for r in series)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        pts = [(r["kimg"], r[k]) for r in series if k in r]
+        ax.plot([a for a, _ in pts], [b for _, b in pts], marker="o")
+        ax.set_title(k)
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
