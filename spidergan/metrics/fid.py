@@ -65,10 +65,9 @@ def fetch_allowed() -> bool:
 
 
 def missing_message(path: Path, why: str = "") -> str:
-    return (f"standard FID Inception weights not found: {path}{f' ({why})' if why else ''}. "
-            f"Get them with `spidergan fetch-inception` on a machine with internet access, or "
-            f"download {WEIGHTS_URL} and put it at that path (torchmetrics/torch-fidelity fetch "
-            f"the same file into $TORCH_HOME/hub/checkpoints on first use).")
+    return (f"standard FID Inception weights missing: {path}{f' ({why})' if why else ''}; "
+            f"get them with `spidergan fetch-inception` (needs internet) or download "
+            f"{WEIGHTS_URL} to that path")
 
 
 def ensure_weights(fetch: bool | None = None, timeout: float = 10.0) -> Path:
