@@ -72,25 +72,44 @@ def dup_group_id(orig_index: int) -> str:
 
 # =========================================================================== noise helpers
 _TILE = 1024
-_tiles: np.ndarray | None = None
+_planes: np.ndarray | None = None
+_sensor: np.ndarray | None = None
+_grain: np.ndarray | None = None
 
 
-def _noise_tile() -> np.ndarray:
-    """A fixed block of Gaussian noise (4 channels) reused at random offsets: drawing fresh
-    per-pixel noise for every image would cost more than the rest of the image."""
-    global _tiles
-    if _tiles is None:
-        _tiles = np.random.default_rng(0x5EED).standard_normal((_TILE, _TILE, 4), dtype=np.float32)
-    return _tiles
+def _tiles():
+    """Fixed blocks of Gaussian noise reused at random offsets (the offsets come from the
+    item's rng, so items stay functions of (seed, index)): drawing fresh per-pixel noise for
+    every image would cost more than the rest of the image."""
+    global _planes, _sensor, _grain
+    if _planes is None:
+        r = np.random.default_rng(0x5EED)
+        _planes = r.standard_normal((3, _TILE, _TILE), dtype=np.float32)
+        lum = r.standard_normal((_TILE, _TILE, 1), dtype=np.float32)
+        chroma = r.standard_normal((_TILE, _TILE, 3), dtype=np.float32)
+        # sensor noise is mostly luminance, with some colour speckle
+        _sensor = np.ascontiguousarray(lum * 0.85 + chroma * 0.4)
+        _grain = cv2.GaussianBlur(_planes[2], (0, 0), 0.8) * 2.0   # ~unit variance, fine fibres
+    return _planes, _sensor, _grain
 
 
-def _tile_crop(rng: np.random.Generator, h: int, w: int, ch) -> np.ndarray:
-    t = _noise_tile()
-    if h > _TILE or w > _TILE:
-        t = np.pad(t, ((0, max(0, h - _TILE)), (0, max(0, w - _TILE)), (0, 0)), mode="wrap")
-    y = int(rng.integers(0, t.shape[0] - h + 1))
-    x = int(rng.integers(0, t.shape[1] - w + 1))
-    return t[y:y + h, x:x + w, ch]
+def _window(rng: np.random.Generator, arr: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A random h x w window of a tile (wrapped when larger than the tile)."""
+    if h > arr.shape[0] or w > arr.shape[1]:
+        reps = (-(-h // arr.shape[0]), -(-w // arr.shape[1])) + (1,) * (arr.ndim - 2)
+        arr = np.tile(arr, reps)
+    y = int(rng.integers(0, arr.shape[0] - h + 1))
+    x = int(rng.integers(0, arr.shape[1] - w + 1))
+    return arr[y:y + h, x:x + w]
+
+
+def _noise(rng, h, w) -> np.ndarray:
+    planes = _tiles()[0]
+    return _window(rng, planes[int(rng.integers(0, 2))], h, w)
+
+
+def _grain_noise(rng, h, w) -> np.ndarray:
+    return _window(rng, _tiles()[2], h, w)
 
 
 def _fbm(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int = 4,
@@ -99,7 +118,7 @@ def _fbm(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int = 4
     pixels; `aspect` > 1 stretches them horizontally, < 1 vertically."""
     gh = max(2, int(round(h / cell)))
     gw = max(2, int(round(w / (cell * aspect))))
-    a = rng.standard_normal((gh, gw), dtype=np.float32)
+    a = _noise(rng, gh, gw)
     amp, total = 1.0, 1.0
     for _ in range(octaves - 1):
         gh, gw = gh * 2, gw * 2
@@ -108,10 +127,33 @@ def _fbm(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int = 4
         amp *= gain
         total += amp * amp
         a = cv2.resize(a, (gw, gh), interpolation=cv2.INTER_CUBIC)
-        a += amp * rng.standard_normal((gh, gw), dtype=np.float32)
+        a += np.float32(amp) * _noise(rng, gh, gw)
     a = cv2.resize(a, (w, h), interpolation=cv2.INTER_CUBIC)
-    a *= 1.0 / math.sqrt(total)
+    a *= np.float32(1.0 / math.sqrt(total))
     return a
+
+
+def _gray3(g: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(g, np.float32), cv2.COLOR_GRAY2RGB)
+
+
+def _mul(img: np.ndarray, g: np.ndarray) -> None:
+    """img *= g per pixel, in place (numpy broadcasting over the colour axis is slow)."""
+    img *= _gray3(g)
+
+
+def _blend_col(img: np.ndarray, col, w: np.ndarray) -> None:
+    """img += (col - img) * w, in place."""
+    w = np.ascontiguousarray(w, np.float32)
+    img -= img * _gray3(w)
+    img += cv2.merge([w * np.float32(c) for c in col])
+
+
+def _blend_img(img: np.ndarray, other: np.ndarray, w: np.ndarray) -> None:
+    """img += (other - img) * w, in place."""
+    d = other - img
+    d *= _gray3(w)
+    img += d
 
 
 def _relief(height: np.ndarray, light: np.ndarray, k: float) -> np.ndarray:
@@ -126,8 +168,11 @@ def _relief(height: np.ndarray, light: np.ndarray, k: float) -> np.ndarray:
 def _lerp3(a, b, t: np.ndarray) -> np.ndarray:
     """Per-pixel blend of two RGB colours by t (HxW) -> HxWx3 float32."""
     a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    return a + t[..., None] * (b - a)
+    d = np.asarray(b, np.float32) - a
+    t = np.asarray(t, np.float32)
+    if t.ndim == 2 and t.size > 4096 and a.ndim == 1 and d.ndim == 1:
+        return cv2.merge([t * d[c] + a[c] for c in range(3)])
+    return a + t[..., None] * d
 
 
 def _smooth(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -145,9 +190,9 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     the cost)."""
     if sigma < 0.3:
         return img
-    if sigma < 3.0:
+    if sigma < 2.0:
         return cv2.GaussianBlur(img, (0, 0), sigma)
-    f = min(8, int(sigma / 1.5))
+    f = max(2, min(8, int(sigma / 1.2)))
     h, w = img.shape[:2]
     small = cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), sigma / f)
@@ -172,8 +217,8 @@ def _bg_bark(rng, h, w, light):
     if rng.random() < 0.6:   # lichen / moss patches
         lich = _smooth(_fbm(rng, h, w, rng.uniform(40, 90), octaves=4), 0.6, 1.2) * (1 - crack)
         col = _jitter(rng, [(0.55, 0.6, 0.45), (0.35, 0.42, 0.18), (0.7, 0.7, 0.6)][rng.integers(3)])
-        img += lich[..., None] * (col - img) * rng.uniform(0.4, 0.9)
-    img *= shade[..., None]
+        _blend_col(img, col, lich * np.float32(rng.uniform(0.4, 0.9)))
+    _mul(img, shade)
     if not vertical:
         img = np.ascontiguousarray(img.transpose(1, 0, 2))
     return img
@@ -222,7 +267,7 @@ def _bg_litter(rng, h, w, light):
                  tuple(int(v) for v in (col * 170)), 1, cv2.LINE_AA, 4)
     img = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * (1 / 255)
     tex = _fbm(rng, h, w, rng.uniform(4, 10), octaves=2)
-    img *= (1 + 0.08 * tex)[..., None]
+    _mul(img, 1 + 0.08 * tex)
     return img
 
 
@@ -246,9 +291,8 @@ def _bg_soil(rng, h, w, light):
     dark = _jitter(rng, [(0.2, 0.13, 0.08), (0.28, 0.2, 0.13), (0.15, 0.12, 0.1)][rng.integers(3)])
     lite = dark * rng.uniform(1.6, 2.4)
     img = _lerp3(dark, lite, np.clip(0.5 + 0.25 * n1 + 0.15 * n2, 0, 1))
-    pm = cv2.GaussianBlur(pmask, (0, 0), 0.8)[..., None]
-    img += pm * (cols - img)
-    img *= _relief(height, light, 0.35)[..., None]
+    _blend_img(img, cols, cv2.GaussianBlur(pmask, (0, 0), 0.8))
+    _mul(img, _relief(height, light, 0.35))
     return img
 
 
@@ -257,11 +301,10 @@ def _bg_stone(rng, h, w, light):
     n2 = _fbm(rng, h, w, rng.uniform(4, 10), octaves=3)
     g = rng.uniform(0.3, 0.6)
     base = _jitter(rng, (g, g * rng.uniform(0.92, 1.0), g * rng.uniform(0.85, 1.0)), 0.05)
-    img = base * np.clip(1 + 0.18 * n1 + 0.08 * n2, 0.2, 2)[..., None]
-    sp = _tile_crop(rng, h, w, 3)
-    speck = np.clip(np.abs(sp) - rng.uniform(1.6, 2.3), 0, 1) * np.sign(sp)
-    speck = cv2.GaussianBlur(speck, (0, 0), rng.uniform(0.5, 1.0)) * rng.uniform(0.5, 1.4)
-    img += speck[..., None] * base
+    sp = _noise(rng, h, w)
+    speck = np.clip(np.abs(sp) - np.float32(rng.uniform(1.6, 2.3)), 0, 1) * np.sign(sp)
+    speck = cv2.GaussianBlur(speck, (0, 0), rng.uniform(0.5, 1.0)) * np.float32(rng.uniform(0.5, 1.4))
+    img = _lerp3(base * 0, base, np.clip(1 + 0.18 * n1 + 0.08 * n2 + speck, 0.2, 2))
     if rng.random() < 0.5:   # a crack
         pts = [(rng.uniform(0, w), rng.uniform(0, h))]
         ang = rng.uniform(0, 2 * math.pi)
@@ -273,12 +316,12 @@ def _bg_stone(rng, h, w, light):
         cv2.polylines(cr, [np.round(np.array(pts) * 16).astype(np.int32)], False, 1.0,
                       int(rng.integers(1, 3)), cv2.LINE_8, 4)
         cr = cv2.GaussianBlur(cr, (0, 0), 0.7)
-        img *= (1 - 0.6 * cr)[..., None]
+        _mul(img, 1 - 0.6 * cr)
     if rng.random() < 0.4:   # lichen spots on stone
         lich = _smooth(_fbm(rng, h, w, rng.uniform(15, 40), octaves=3), 0.9, 1.3)
         col = _jitter(rng, [(0.75, 0.7, 0.35), (0.6, 0.62, 0.55), (0.8, 0.5, 0.2)][rng.integers(3)])
-        img += lich[..., None] * (col - img) * 0.8
-    img *= _relief(n1 * 2 + n2 * 0.5, light, 0.35)[..., None]
+        _blend_col(img, col, lich * np.float32(0.8))
+    _mul(img, _relief(n1 * 2 + n2 * 0.5, light, 0.35))
     return img
 
 
@@ -288,11 +331,12 @@ def _bg_wall(rng, h, w, light):
     base = _jitter(rng, palette[rng.integers(len(palette))], 0.05, (0.75, 1.0))
     n1 = _fbm(rng, h, w, rng.uniform(80, 200), octaves=4)
     stucco = _fbm(rng, h, w, rng.uniform(2.5, 7), octaves=2)
-    img = base * np.clip(1 + 0.05 * n1, 0, 2)[..., None]
+    g = 1 + 0.05 * n1
     if rng.random() < 0.5:   # stains / dirt
         st = _smooth(_fbm(rng, h, w, rng.uniform(30, 90), octaves=4), 0.7, 1.6)
-        img *= (1 - 0.25 * st)[..., None]
-    img *= _relief(stucco * rng.uniform(1.0, 3.0), light, 0.35)[..., None]
+        g *= 1 - 0.25 * st
+    g *= _relief(stucco * np.float32(rng.uniform(1.0, 3.0)), light, 0.35)
+    img = _lerp3(base * 0, base, g)
     return img
 
 
@@ -310,7 +354,7 @@ def _bg_far(rng, h, w, light):
     a, b, c = (_jitter(rng, x, 0.1, (0.8, 1.2)) for x in pal)
     t = np.clip(0.5 + 0.35 * n1, 0, 1)
     img = np.where(t[..., None] < 0.5, _lerp3(a, b, t * 2), _lerp3(b, c, t * 2 - 1))
-    img *= np.clip(1 + 0.2 * n2, 0.3, 2)[..., None]
+    img = img * np.clip(1 + 0.2 * n2, 0.3, 2)[..., None]
     img = cv2.resize(img.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.6:   # bokeh discs from specular highlights
         disc = np.zeros((h, w), np.float32)
@@ -319,7 +363,7 @@ def _bg_far(rng, h, w, light):
             cv2.circle(disc, (int(rng.uniform(0, w)), int(rng.uniform(0, h))),
                        int(r0 * rng.uniform(0.7, 1.3)), float(rng.uniform(0.2, 0.8)), -1, cv2.LINE_AA)
         disc = cv2.GaussianBlur(disc, (0, 0), 1.5)
-        img += disc[..., None] * (c * 1.3 - img) * 0.7
+        _blend_col(img, c * 1.3, disc * np.float32(0.7))
     return np.maximum(img, 0)
 
 
@@ -550,68 +594,72 @@ def _draw_ellipsoid(C: np.ndarray, A: np.ndarray, e: _Ellipsoid, light: np.ndarr
 
 
 def _u8(c) -> tuple:
-    return tuple(int(v) for v in np.clip(np.asarray(c) * 255, 0, 255))
+    return tuple(int(v) for v in np.clip(np.asarray(c, np.float64) * 255, 0, 255))
 
 
-def _draw_limb(Cu: np.ndarray, Au: np.ndarray, pts: np.ndarray, th: np.ndarray, color, dark,
-               lite, band: bool, light: np.ndarray, hairy: float, rng) -> None:
-    """A jointed limb as tapered, shaded, antialiased segments (uint8 canvases, premultiplied
-    over black), with setae for hairy spiders."""
-    lx, ly = float(light[0]), float(light[1])
-    hairs = []
-    n = len(pts) - 1
+def _limb_colors(color, dark, lite) -> dict:
+    color, dark, lite = (np.asarray(c, np.float64) for c in (color, dark, lite))
+    return {"sh": _u8(color * 0.45), "mid": _u8(color), "hi": _u8(np.minimum(color * 1.5 + 0.12, 1)),
+            "dsh": _u8(dark * 0.45), "dmid": _u8(dark), "dhi": _u8(np.minimum(dark * 1.5 + 0.1, 1)),
+            "joint": _u8(color * 0.6), "djoint": _u8(dark * 0.6),
+            "hair": _u8(dark * 0.7 + lite * 0.1)}
+
+
+def _draw_limb(Cu: np.ndarray, Au: np.ndarray, pts: np.ndarray, th: np.ndarray, cols: dict,
+               band: bool, light: np.ndarray, hairy: float, rng) -> None:
+    """A jointed limb as tapered, shaded, antialiased segments on uint8 canvases (colour is
+    premultiplied over black, so drawing order is 'over' compositing), with setae for hairy
+    spiders. Coordinates are drawn with 4 fractional bits."""
+    lx, ly = float(light[0]) * 16, float(light[1]) * 16
+    P = (pts * 16).tolist()
+    T = th.tolist()
+    n = len(P) - 1
+    line, AA = cv2.line, cv2.LINE_AA
     for i in range(n):
-        p, q = pts[i], pts[i + 1]
+        (px, py), (qx, qy) = P[i], P[i + 1]
         sub = 2 if i in (0, 2) else 1
         for k in range(sub):
-            a = p + (q - p) * (k / sub)
-            b = p + (q - p) * ((k + 1) / sub)
-            t = float(th[i] + (th[i + 1] - th[i]) * ((k + 0.5) / sub))
+            f0, f1 = k / sub, (k + 1) / sub
+            a = (int(px + (qx - px) * f0), int(py + (qy - py) * f0))
+            b = (int(px + (qx - px) * f1), int(py + (qy - py) * f1))
+            t = T[i] + (T[i + 1] - T[i]) * ((k + 0.5) / sub)
             tw = max(1, int(round(t)))
-            c = color
-            if band and (k == sub - 1):
-                c = dark
-            pa = (int(a[0] * 16), int(a[1] * 16))
-            pb = (int(b[0] * 16), int(b[1] * 16))
-            cv2.line(Au, pa, pb, 255, tw, cv2.LINE_AA, 4)
-            cv2.line(Cu, pa, pb, _u8(np.asarray(c) * 0.45), tw, cv2.LINE_AA, 4)
+            d = "d" if band and k == sub - 1 else ""
+            line(Au, a, b, 255, tw, AA, 4)
+            line(Cu, a, b, cols[d + "sh"], tw, AA, 4)
             if tw >= 2:
-                off = (-lx * t * 0.12 * 16, -ly * t * 0.12 * 16)
-                cv2.line(Cu, (int(pa[0] + off[0]), int(pa[1] + off[1])),
-                         (int(pb[0] + off[0]), int(pb[1] + off[1])),
-                         _u8(c), max(1, int(round(t * 0.6))), cv2.LINE_AA, 4)
+                ox, oy = int(-lx * t * 0.12), int(-ly * t * 0.12)
+                line(Cu, (a[0] + ox, a[1] + oy), (b[0] + ox, b[1] + oy), cols[d + "mid"],
+                     max(1, int(round(t * 0.6))), AA, 4)
             if tw >= 3:
-                off = (-lx * t * 0.25 * 16, -ly * t * 0.25 * 16)
-                cv2.line(Cu, (int(pa[0] + off[0]), int(pa[1] + off[1])),
-                         (int(pb[0] + off[0]), int(pb[1] + off[1])),
-                         _u8(np.minimum(np.asarray(c) * 1.5 + 0.12, 1)), max(1, int(round(t * 0.22))),
-                         cv2.LINE_AA, 4)
-        # knee / joint knob
-        r = max(1, int(round(th[i + 1] * 0.55)))
-        if i < n - 1 and r >= 2:
-            jc = (int(q[0] * 16), int(q[1] * 16))
-            cv2.circle(Au, jc, r * 16, 255, -1, cv2.LINE_AA, 4)
-            cv2.circle(Cu, jc, r * 16, _u8(np.asarray(dark if band else color) * 0.6), -1, cv2.LINE_AA, 4)
-        if hairy > 0:
-            seg = q - p
-            L = float(np.hypot(*seg))
-            m = int(hairy * L / max(1.5, th[i] * 0.9) * 0.6)
-            if m:
-                u = rng.random(m)
-                base = p[None, :] + seg[None, :] * u[:, None]
-                ang = math.atan2(seg[1], seg[0])
-                side = rng.choice((-1.0, 1.0), m)
-                aa = ang + side * rng.uniform(0.35, 0.9, m)
-                ln = th[i] * rng.uniform(0.7, 1.5, m) + 1
-                off = (th[i] * 0.45) * side
-                bx = base[:, 0] - np.sin(ang) * off
-                by = base[:, 1] + np.cos(ang) * off
-                ex = bx + np.cos(aa) * ln
-                ey = by + np.sin(aa) * ln
-                hairs.extend(np.round(np.stack([np.stack([bx, by], 1), np.stack([ex, ey], 1)], 1) * 16).astype(np.int32))
-    if hairs:
-        cv2.polylines(Au, hairs, False, 200, 1, cv2.LINE_AA, 4)
-        cv2.polylines(Cu, hairs, False, _u8(np.asarray(dark) * 0.7 + np.asarray(lite) * 0.1), 1, cv2.LINE_AA, 4)
+                ox, oy = int(-lx * t * 0.25), int(-ly * t * 0.25)
+                line(Cu, (a[0] + ox, a[1] + oy), (b[0] + ox, b[1] + oy), cols[d + "hi"],
+                     max(1, int(round(t * 0.22))), AA, 4)
+        r = int(T[i + 1] * 0.55 * 16)
+        if i < n - 1 and r >= 32:           # knee / joint knob
+            jc = (int(qx), int(qy))
+            cv2.circle(Au, jc, r, 255, -1, AA, 4)
+            cv2.circle(Cu, jc, r, cols["djoint" if band else "joint"], -1, AA, 4)
+    if hairy > 0:
+        seg = pts[1:] - pts[:-1]
+        L = np.hypot(seg[:, 0], seg[:, 1])
+        per = hairy * L / np.maximum(1.5, th[:-1] * 0.9) * 0.6
+        m = int(per.sum())
+        if m:
+            si = rng.choice(n, m, p=per / per.sum())
+            u = rng.random(m)
+            ang = np.arctan2(seg[si, 1], seg[si, 0])
+            side = rng.choice((-1.0, 1.0), m)
+            aa = ang + side * rng.uniform(0.35, 0.9, m)
+            tt = th[si]
+            ln = tt * rng.uniform(0.7, 1.5, m) + 1
+            off = tt * 0.45 * side
+            bx = pts[si, 0] + seg[si, 0] * u - np.sin(ang) * off
+            by = pts[si, 1] + seg[si, 1] * u + np.cos(ang) * off
+            hairs = np.stack([np.stack([bx, by], 1), np.stack([bx + np.cos(aa) * ln, by + np.sin(aa) * ln], 1)], 1)
+            hairs = list(np.round(hairs * 16).astype(np.int32))
+            cv2.polylines(Au, hairs, False, 200, 1, AA, 4)
+            cv2.polylines(Cu, hairs, False, cols["hair"], 1, AA, 4)
 
 
 @dataclass
@@ -669,15 +717,14 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
     leg_col = _jitter(rng, base * 0.8 + lite * 0.2 if band else base, 0.05)
     leg_dark = dark
     legs = sorted(model["legs"], key=lambda l: -abs(l[2] - 1.5))  # outer pairs first
+    cols = _limb_colors(leg_col, leg_dark, lite)
     for pts, th, _j in legs:
-        _draw_limb(Cu, Au, to_ss(pts), th * unit * ss, leg_col, leg_dark, lite, band, light,
-                   hairy, rng)
+        _draw_limb(Cu, Au, to_ss(pts), th * unit * ss, cols, band, light, hairy, rng)
     for pts, th in model["palps"]:
-        _draw_limb(Cu, Au, to_ss(pts), th * unit * ss, leg_col, leg_dark, lite, False, light,
-                   hairy, rng)
+        _draw_limb(Cu, Au, to_ss(pts), th * unit * ss, cols, False, light, hairy, rng)
     C = Cu.astype(np.float32) * (1 / 255)
     A = Au.astype(np.float32) * (1 / 255)
-    grain = cv2.GaussianBlur(_tile_crop(rng, Hs, Ws, 3), (0, 0), 0.6 * ss) * 1.5 if hairy > 0 else None
+    grain = _grain_noise(rng, Hs, Ws) if hairy > 0 else None
     c_, s_ = math.cos(rot), math.sin(rot)
     u = unit * ss
 
@@ -707,13 +754,17 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
     else:
         eyes = [(0.4, 0.06, 0.045), (0.4, -0.06, 0.045), (0.36, 0.15, 0.04), (0.36, -0.15, 0.04),
                 (0.3, 0.1, 0.035), (0.3, -0.1, 0.035)]
-    for ex, ey, er in eyes:
+    hx, hy = -float(light[0]), -float(light[1])
+    for ex, ey, er in eyes:            # glossy black domes with a specular dot
         px, py = centre(model["ccx"] + model["cl"] * ex, model["cw"] * ey * 1.0)
         rr = er * model["cl"] * u
         if rr < 0.7:
             continue
-        _draw_ellipsoid(C, A, _Ellipsoid(px, py, rr, rr, ax, ay, "plain", (black, black, black),
-                                         1.0, 0.0, seed), light, None)
+        cv2.circle(C, (int(px * 16), int(py * 16)), int(rr * 16), (0.02, 0.02, 0.02), -1, cv2.LINE_8, 4)
+        cv2.circle(A, (int(px * 16), int(py * 16)), int(rr * 16), 1.0, -1, cv2.LINE_8, 4)
+        if rr >= 2:
+            cv2.circle(C, (int((px - hx * rr * 0.4) * 16), int((py - hy * rr * 0.4) * 16)),
+                       int(rr * 0.3 * 16), (0.9, 0.9, 0.9), -1, cv2.LINE_8, 4)
     if ss > 1:
         C = cv2.resize(C, (w, h), interpolation=cv2.INTER_AREA)
         A = cv2.resize(A, (w, h), interpolation=cv2.INTER_AREA)
@@ -747,7 +798,7 @@ def _render_caterpillar(rng, length: float, rot: float, cx: float, cy: float,
            ((0.55, 0.65, 0.3), (0.3, 0.4, 0.12), (0.95, 0.95, 0.85))][rng.integers(4)]
     base, dark, lite = (_jitter(rng, c, 0.08) for c in pal)
     hairy = rng.random() < 0.35
-    grain = cv2.GaussianBlur(_tile_crop(rng, h * ss, w * ss, 3), (0, 0), 0.8) * 1.5 if hairy else None
+    grain = _grain_noise(rng, h * ss, w * ss) if hairy else None
     seed = int(rng.integers(2**31))
     for i in range(n):
         j = min(i + 1, n - 1) if i < n - 1 else i - 1
@@ -792,7 +843,7 @@ def _render_leaf(rng, length: float, rot: float, cx: float, cy: float, light: np
     base, dark, lite = (_jitter(rng, cc, 0.08) for cc in pal)
     vein = np.exp(-(v * hw / 1.0) ** 2) + 0.6 * _smooth(np.cos((u - np.abs(v) * 0.7) * rng.uniform(14, 22)), 0.85, 1.0) * (np.abs(v) < width * 0.9)
     col = _lerp3(base, lite, np.clip(vein, 0, 1) * 0.7)
-    mott = cv2.GaussianBlur(_tile_crop(rng, h * ss, w * ss, 2), (0, 0), 3.0)
+    mott = _fbm(rng, h * ss, w * ss, 12 * ss, octaves=2)
     col *= (1 + 0.25 * mott)[..., None]
     ndl = np.clip(light[2] + (-v * 0.35 * np.sign(curl + 1e-3)) * (light[1] * c - light[0] * s), 0.2, 1.2)
     col *= (0.35 + 0.75 * ndl)[..., None]
@@ -824,9 +875,8 @@ def _draw_web(img: np.ndarray, rng, cx: float, cy: float, light) -> None:
         r += step * rng.uniform(0.85, 1.15) * (1 + r / R * 0.5)
     cv2.polylines(layer, rings, True, 255, 1, cv2.LINE_AA, 4)
     glint = np.clip(0.35 + 0.7 * _fbm(rng, h, w, rng.uniform(40, 120), octaves=2), 0.05, 1.0)
-    a = layer.astype(np.float32) * (1 / 255) * glint * rng.uniform(0.45, 0.8)
-    col = np.array([0.92, 0.92, 0.9], np.float32)
-    img += a[..., None] * (col - img)
+    a = layer.astype(np.float32) * np.float32(rng.uniform(0.45, 0.8) / 255) * glint
+    _blend_col(img, (0.92, 0.92, 0.9), a)
 
 
 # =========================================================================== scene
@@ -927,8 +977,8 @@ def render(p: SyntheticParams, seed: int, index: int):
         gy, gx = np.mgrid[0:H // f + 1, 0:W // f + 1].astype(np.float32) * f
         dist = np.abs((gx - focus[0]) * math.cos(tilt) + (gy - focus[1]) * math.sin(tilt))
         wmap = np.clip((dist - short * rng.uniform(0.08, 0.25)) / (short * rng.uniform(0.3, 0.6)), 0, 1)
-        wmap = cv2.resize(wmap, (W, H), interpolation=cv2.INTER_LINEAR)[..., None]
-        img += (_blur(img, sig) - img) * wmap
+        wmap = cv2.resize(wmap, (W, H), interpolation=cv2.INTER_LINEAR)
+        _blend_img(img, _blur(img, sig), wmap)
     if fl["web"]:
         _draw_web(img, rng, focus[0], focus[1], light)
 
@@ -959,16 +1009,15 @@ def render(p: SyntheticParams, seed: int, index: int):
     grad = 1 + rng.uniform(0, 0.25) * (nx * light[0] + ny * light[1])
     gain = cv2.resize((vig * grad).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
     expo = rng.uniform(0.85, 1.3)
-    wb = np.array([rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.88, 1.1)], np.float32) * expo
-    img *= gain[..., None]
-    img *= wb
-    iso = rng.uniform(0.005, 0.03)
-    nz = _tile_crop(rng, H, W, slice(0, 3))
-    lum = nz[..., 0:1]
-    img += (lum * 0.8 + nz * 0.35) * (iso * np.sqrt(np.clip(img, 0.01, 1)))
-    # filmic tone curve + gamma, applied as a LUT on 12-bit linear values
-    lin = np.clip(img * 4095, 0, 4095).astype(np.uint16)
-    out = _tone_lut(rng)[lin]
+    wb = np.array([rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.88, 1.1)], np.float32) * np.float32(expo)
+    img *= cv2.merge([gain * wb[0], gain * wb[1], gain * wb[2]])
+    np.maximum(img, 0, out=img)
+    # shot noise grows with the signal: sigma ~ iso * sqrt(level)
+    iso = np.float32(rng.uniform(0.005, 0.03))
+    img += cv2.multiply(_window(rng, _tiles()[1], H, W), cv2.sqrt(img + np.float32(0.0004))) * iso
+    # gamma 2 by sqrt, then the rest of the tone curve as an 8-bit LUT
+    np.maximum(img, 0, out=img)
+    out = cv2.LUT(cv2.convertScaleAbs(cv2.sqrt(img), alpha=255), _tone_lut(rng))
     if rng.random() < 0.3:                       # lens softness
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.8))
     q = int(rng.integers(p.jpeg_quality_min, p.jpeg_quality_max + 1))
@@ -977,9 +1026,10 @@ def render(p: SyntheticParams, seed: int, index: int):
 
 
 def _tone_lut(rng) -> np.ndarray:
-    x = np.linspace(0, 1, 4096, dtype=np.float32)
+    """8-bit LUT on sqrt-encoded values: the rest of a gamma of 2.0-2.4 and an S-curve."""
+    x = np.linspace(0, 1, 256, dtype=np.float32)
     g = rng.uniform(2.0, 2.4)
-    y = x ** (1 / g)
+    y = x ** (2 / g)
     c = rng.uniform(0.0, 0.5)                   # S-curve contrast
     y = y + c * (y - 0.5) * (1 - np.abs(2 * y - 1)) * 0.5
     return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -999,17 +1049,16 @@ def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> Non
     strength = 0.25 if on_web else 0.75
     M = np.float32([[1, 0, sx], [0, 1, sy]])
     sh = cv2.warpAffine(big, M, (big.shape[1], big.shape[0]))
-    sh = cv2.GaussianBlur(sh, (0, 0), blur * (3 if on_web else 1))
-    contact = cv2.GaussianBlur(big, (0, 0), max(1.0, d * 0.25))
+    sh = _blur(sh, blur * (3 if on_web else 1))
+    contact = _blur(big, max(1.0, d * 0.25))
     shadow = np.clip(strength * sh + (0 if on_web else 0.3) * contact, 0, 0.85)
 
     def darken(reg, sl):
-        reg *= (1 - shadow[sl])[..., None]
+        reg *= _gray3(1 - shadow[sl])
     _apply(img, X0, Y0, darken, shadow.shape)
 
     def over(reg, sl):
-        a = patch.A[sl][..., None]
-        reg *= 1 - a
+        reg *= _gray3(1 - patch.A[sl])
         reg += patch.C[sl]
     _apply(img, patch.x0, patch.y0, over, shape=(h, w))
     # mask: the object's coverage above threshold
