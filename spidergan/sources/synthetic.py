@@ -75,13 +75,14 @@ _TILE = 1024
 _planes: np.ndarray | None = None
 _sensor: np.ndarray | None = None
 _grain: np.ndarray | None = None
+_hair: np.ndarray | None = None
 
 
 def _tiles():
     """Fixed blocks of Gaussian noise reused at random offsets (the offsets come from the
     item's rng, so items stay functions of (seed, index)): drawing fresh per-pixel noise for
     every image would cost more than the rest of the image."""
-    global _planes, _sensor, _grain
+    global _planes, _sensor, _grain, _hair
     if _planes is None:
         r = np.random.default_rng(0x5EED)
         _planes = r.standard_normal((3, _TILE, _TILE), dtype=np.float32)
@@ -90,6 +91,9 @@ def _tiles():
         # sensor noise is mostly luminance, with some colour speckle
         _sensor = np.ascontiguousarray(lum * 0.85 + chroma * 0.4)
         _grain = cv2.GaussianBlur(_planes[2], (0, 0), 0.8) * 2.0   # ~unit variance, fine fibres
+        # streaks along x: lying hairs, rotated onto each spider's body axis when used
+        h = cv2.GaussianBlur(_planes[1], (0, 0), sigmaX=3.0, sigmaY=0.6)
+        _hair = h * np.float32(1 / h.std())
     return _planes, _sensor, _grain
 
 
@@ -110,6 +114,19 @@ def _noise(rng, h, w) -> np.ndarray:
 
 def _grain_noise(rng, h, w) -> np.ndarray:
     return _window(rng, _tiles()[2], h, w)
+
+
+def _hair_noise(rng, h: int, w: int, angle: float, scale: float = 1.0) -> np.ndarray:
+    """Streaky noise whose streaks run along `angle` (radians, image coordinates), with
+    streak length multiplied by `scale` (supersampled patches want longer streaks)."""
+    _tiles()
+    d = int(math.ceil(math.hypot(h, w) / scale)) + 4
+    src = _window(rng, _hair, d, d)
+    c, s = math.cos(angle) / scale, math.sin(angle) / scale
+    # dst -> src map: rotate by -angle so a streak along `angle` samples the tile's x-axis
+    M = np.float32([[c, s, d / 2 - c * w / 2 - s * h / 2], [-s, c, d / 2 + s * w / 2 - c * h / 2]])
+    return cv2.warpAffine(np.ascontiguousarray(src), M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT)
 
 
 def _fbm(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int = 4,
@@ -200,24 +217,41 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 # =========================================================================== backgrounds
+def _detail(rng, h, w, amount: float) -> np.ndarray:
+    """Pixel-scale roughness (1 + amount * fine noise): what makes a surface in focus look
+    sharp rather than painted."""
+    g = _grain_noise(rng, h, w) * np.float32(amount)
+    g += 1.0
+    return g
+
+
 def _bg_bark(rng, h, w, light):
-    vertical = rng.random() < 0.75
+    """Furrowed bark: raised plates split by deep, dark, mostly vertical furrows, with
+    cross-cracks, rough plate surfaces and lichen."""
+    vertical = rng.random() < 0.8
     if not vertical:
         h, w = w, h
-    grain = rng.uniform(0.08, 0.25)
-    n1 = _fbm(rng, h, w, rng.uniform(50, 110), octaves=5, aspect=grain)
-    n2 = _fbm(rng, h, w, rng.uniform(12, 30), octaves=4, aspect=grain * 2)
-    crack = np.exp(-(n1 * rng.uniform(2.5, 5.0)) ** 2)          # furrows where n1 crosses 0
-    height = 0.35 * n2 - 1.6 * crack + 0.5 * n1
-    shade = _relief(height, light if vertical else light[::-1], rng.uniform(0.25, 0.5))
-    dark = _jitter(rng, [(0.16, 0.11, 0.07), (0.12, 0.11, 0.10), (0.2, 0.14, 0.09)][rng.integers(3)])
-    lite = _jitter(rng, [(0.55, 0.47, 0.38), (0.45, 0.40, 0.34), (0.62, 0.56, 0.48)][rng.integers(3)])
-    t = np.clip(0.55 + 0.22 * n2 + 0.15 * n1 - 0.6 * crack, 0, 1)
-    img = _lerp3(dark, lite, t)
-    if rng.random() < 0.6:   # lichen / moss patches
-        lich = _smooth(_fbm(rng, h, w, rng.uniform(40, 90), octaves=4), 0.6, 1.2) * (1 - crack)
-        col = _jitter(rng, [(0.55, 0.6, 0.45), (0.35, 0.42, 0.18), (0.7, 0.7, 0.6)][rng.integers(3)])
-        _blend_col(img, col, lich * np.float32(rng.uniform(0.4, 0.9)))
+        light = light[[1, 0, 2]]
+    stretch = rng.uniform(0.12, 0.3)
+    n1 = _fbm(rng, h, w, rng.uniform(30, 70), octaves=4, gain=0.5, aspect=stretch)
+    n2 = _fbm(rng, h, w, rng.uniform(6, 14), octaves=3, aspect=0.6)
+    n3 = _fbm(rng, h, w, rng.uniform(15, 30), octaves=3, aspect=1 / stretch * 0.5)
+    # plates are the regions where n1 is above a level; below it, deep fissures whose width
+    # varies along their length (regions, not lines, or the bark reads as an engraving)
+    level = rng.uniform(-0.9, -0.3)
+    field = n1 + n3 * np.float32(0.15) + n2 * np.float32(0.08)
+    plate = _smooth(field, level - 0.12, level + 0.25)
+    height = plate * np.float32(1.2) + np.float32(0.3) * n2
+    shade = _relief(height, light, rng.uniform(0.4, 0.7))
+    shade *= np.float32(0.25) + np.float32(0.75) * plate                              # fissures in shadow
+    shade *= _detail(rng, h, w, rng.uniform(0.1, 0.2))
+    dark = _jitter(rng, [(0.12, 0.08, 0.05), (0.1, 0.09, 0.08), (0.15, 0.1, 0.06)][rng.integers(3)])
+    lite = _jitter(rng, [(0.42, 0.36, 0.29), (0.38, 0.35, 0.31), (0.5, 0.45, 0.38), (0.45, 0.32, 0.22)][rng.integers(4)])
+    img = _lerp3(dark, lite, np.clip(plate * np.float32(0.8) + np.float32(0.12) * n2 + np.float32(0.1), 0, 1))
+    if rng.random() < 0.6:   # lichen / moss on the plates
+        lich = _smooth(_fbm(rng, h, w, rng.uniform(30, 80), octaves=4), 0.5, 1.1) * plate
+        col = _jitter(rng, [(0.55, 0.6, 0.45), (0.3, 0.38, 0.14), (0.65, 0.66, 0.58)][rng.integers(3)])
+        _blend_col(img, col, lich * np.float32(rng.uniform(0.5, 0.9)))
     _mul(img, shade)
     if not vertical:
         img = np.ascontiguousarray(img.transpose(1, 0, 2))
@@ -237,37 +271,63 @@ def _leaf_poly() -> np.ndarray:
 
 
 def _bg_litter(rng, h, w, light):
+    """Dry leaf litter: overlapping leaves, each tilted (own brightness), with veins, curled
+    darker rims, mottling, and shadows cast only onto the leaves below."""
     f = 2
     hh, ww = h // f, w // f
-    base = _jitter(rng, (0.16, 0.11, 0.07))
     canvas = np.empty((hh, ww, 3), np.uint8)
-    canvas[:] = (base * 255).astype(np.uint8)
-    size = rng.uniform(25, 60) / f
-    n = int(hh * ww / (size * size) * 1.6)
+    canvas[:] = _u8(_jitter(rng, (0.09, 0.06, 0.04)))
+    tilt = np.full((hh, ww), 0.8, np.float32)
+    shadow = np.zeros((hh, ww), np.float32)
+    size = rng.uniform(55, 110) / f
+    n = int(hh * ww / (size * size) * 2.0) + 4
     palette = [(0.55, 0.36, 0.18), (0.42, 0.26, 0.13), (0.65, 0.5, 0.3), (0.35, 0.3, 0.18),
-               (0.5, 0.45, 0.25), (0.3, 0.2, 0.12), (0.6, 0.55, 0.4), (0.35, 0.4, 0.15)]
+               (0.5, 0.45, 0.25), (0.3, 0.2, 0.12), (0.6, 0.55, 0.4), (0.4, 0.42, 0.2),
+               (0.7, 0.45, 0.15)]
     poly = _leaf_poly()
-    sh = np.array([-light[0], -light[1]]) * size * 0.25
+    sh = np.array([-light[0], -light[1]]) / max(0.3, float(light[2])) * size * 0.12
+    cols = np.asarray(palette, np.float64)[rng.integers(len(palette), size=n)]
+    cols *= rng.uniform(0.85, 1.15, (n, 3)) * rng.uniform(0.6, 1.1, (n, 1))
+    cols = np.clip(cols, 0, 1)
     for _ in range(n):
         cx, cy = rng.uniform(-size, ww + size), rng.uniform(-size, hh + size)
         a = size * rng.uniform(0.6, 1.4)
-        b = a * rng.uniform(0.25, 0.55)
-        ang = rng.uniform(0, math.pi)
+        b = a * rng.uniform(0.3, 0.55)
+        ang = rng.uniform(0, 2 * math.pi)
         ca, sa = math.cos(ang), math.sin(ang)
         pts = poly * [a, b]
         pts = np.stack([pts[:, 0] * ca - pts[:, 1] * sa + cx, pts[:, 0] * sa + pts[:, 1] * ca + cy], 1)
-        col = _jitter(rng, palette[rng.integers(len(palette))], 0.15, (0.75, 1.15))
-        cv2.fillPoly(canvas, [np.round((pts + sh) * 16).astype(np.int32)],
-                     tuple(int(v) for v in (col * 90)), cv2.LINE_AA, 4)
-        cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)],
-                     tuple(int(v) for v in (col * 255)), cv2.LINE_AA, 4)
+        ip = [np.round(pts * 16).astype(np.int32)]
+        col = cols[_]
+        cv2.fillPoly(shadow, [np.round((pts + sh) * 16).astype(np.int32)], 1.0, cv2.LINE_8, 4)
+        cv2.fillPoly(shadow, ip, 0.0, cv2.LINE_8, 4)
+        cv2.fillPoly(tilt, ip, float(rng.uniform(0.65, 1.2)), cv2.LINE_8, 4)
+        cv2.fillPoly(canvas, ip, _u8(col), cv2.LINE_AA, 4)
+        cv2.polylines(canvas, ip, True, _u8(col * 0.6), 1, cv2.LINE_AA, 4)
+        # midrib and a few side veins, lighter than the blade
+        vc = _u8(np.minimum(col * 1.25 + 0.04, 1))
         p0 = (cx - ca * a, cy - sa * a)
-        p1 = (cx + ca * a * 0.9, cy + sa * a * 0.9)
-        cv2.line(canvas, (int(p0[0] * 16), int(p0[1] * 16)), (int(p1[0] * 16), int(p1[1] * 16)),
-                 tuple(int(v) for v in (col * 170)), 1, cv2.LINE_AA, 4)
-    img = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * (1 / 255)
-    tex = _fbm(rng, h, w, rng.uniform(4, 10), octaves=2)
-    _mul(img, 1 + 0.08 * tex)
+        cv2.line(canvas, (int(p0[0] * 16), int(p0[1] * 16)), (int((cx + ca * a * 0.9) * 16), int((cy + sa * a * 0.9) * 16)),
+                 vc, 1, cv2.LINE_AA, 4)
+        if a > 12:
+            for k in (-2, -1, 0, 1, 2):
+                u = k / 3.2
+                bx, by = cx + ca * a * u, cy + sa * a * u
+                for side in (-1, 1):
+                    va = ang + side * 0.9
+                    ln = b * 0.8 * (1 - u * u) ** 0.5
+                    cv2.line(canvas, (int(bx * 16), int(by * 16)),
+                             (int((bx + math.cos(va) * ln) * 16), int((by + math.sin(va) * ln) * 16)),
+                             vc, 1, cv2.LINE_AA, 4)
+    img = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * np.float32(1 / 255)
+    shadow = cv2.resize(cv2.GaussianBlur(shadow, (0, 0), 1.2), (w, h), interpolation=cv2.INTER_LINEAR)
+    tilt = cv2.resize(cv2.GaussianBlur(tilt, (0, 0), 0.7), (w, h), interpolation=cv2.INTER_LINEAR)
+    g = tilt * (1 - np.float32(0.6) * shadow)
+    g *= 1 + np.float32(0.18) * _fbm(rng, h, w, rng.uniform(8, 20), octaves=3)
+    g *= _detail(rng, h, w, 0.08)
+    _mul(img, g)
+    spots = _smooth(_fbm(rng, h, w, rng.uniform(6, 15), octaves=3), 1.0, 1.8)
+    _blend_col(img, (0.12, 0.08, 0.05), spots * np.float32(0.7))
     return img
 
 
@@ -283,8 +343,8 @@ def _bg_soil(rng, h, w, light):
         axes = (int(r * 16), int(r * rng.uniform(0.5, 1.0) * 16))
         ang = rng.uniform(0, 180)
         cv2.ellipse(height, c, axes, ang, 0, 360, float(r * 0.25), -1, cv2.LINE_8, 4)
-        g = rng.uniform(0.3, 0.7)
-        cv2.ellipse(cols, c, axes, ang, 0, 360, tuple(float(v) for v in _jitter(rng, (g, g * 0.95, g * 0.85))),
+        g = rng.uniform(0.15, 0.45)
+        cv2.ellipse(cols, c, axes, ang, 0, 360, tuple(float(v) for v in _jitter(rng, (g, g * 0.9, g * 0.8))),
                     -1, cv2.LINE_8, 4)
         cv2.ellipse(pmask, c, axes, ang, 0, 360, 1.0, -1, cv2.LINE_8, 4)
     height = cv2.GaussianBlur(height, (0, 0), 2.0) + 0.6 * n2 + 0.8 * n1
@@ -292,7 +352,7 @@ def _bg_soil(rng, h, w, light):
     lite = dark * rng.uniform(1.6, 2.4)
     img = _lerp3(dark, lite, np.clip(0.5 + 0.25 * n1 + 0.15 * n2, 0, 1))
     _blend_img(img, cols, cv2.GaussianBlur(pmask, (0, 0), 0.8))
-    _mul(img, _relief(height, light, 0.35))
+    _mul(img, _relief(height, light, 0.35) * _detail(rng, h, w, rng.uniform(0.08, 0.16)))
     return img
 
 
@@ -321,7 +381,7 @@ def _bg_stone(rng, h, w, light):
         lich = _smooth(_fbm(rng, h, w, rng.uniform(15, 40), octaves=3), 0.9, 1.3)
         col = _jitter(rng, [(0.75, 0.7, 0.35), (0.6, 0.62, 0.55), (0.8, 0.5, 0.2)][rng.integers(3)])
         _blend_col(img, col, lich * np.float32(0.8))
-    _mul(img, _relief(n1 * 2 + n2 * 0.5, light, 0.35))
+    _mul(img, _relief(n1 * 2 + n2 * 0.5, light, 0.35) * _detail(rng, h, w, rng.uniform(0.06, 0.14)))
     return img
 
 
@@ -330,12 +390,13 @@ def _bg_wall(rng, h, w, light):
                (0.82, 0.78, 0.55), (0.62, 0.66, 0.55), (0.75, 0.6, 0.5)]
     base = _jitter(rng, palette[rng.integers(len(palette))], 0.05, (0.75, 1.0))
     n1 = _fbm(rng, h, w, rng.uniform(80, 200), octaves=4)
-    stucco = _fbm(rng, h, w, rng.uniform(2.5, 7), octaves=2)
+    stucco = _fbm(rng, h, w, rng.uniform(4, 10), octaves=3, gain=0.6)
     g = 1 + 0.05 * n1
     if rng.random() < 0.5:   # stains / dirt
         st = _smooth(_fbm(rng, h, w, rng.uniform(30, 90), octaves=4), 0.7, 1.6)
         g *= 1 - 0.25 * st
-    g *= _relief(stucco * np.float32(rng.uniform(1.0, 3.0)), light, 0.35)
+    g *= np.clip(_relief(stucco * np.float32(rng.uniform(0.2, 0.6)), light, 0.35), 0.7, 1.3)
+    g *= _detail(rng, h, w, rng.uniform(0.03, 0.08))
     img = _lerp3(base * 0, base, g)
     return img
 
@@ -567,8 +628,13 @@ def _draw_ellipsoid(C: np.ndarray, A: np.ndarray, e: _Ellipsoid, light: np.ndarr
     d2 = s * s + t * t
     d = np.sqrt(d2)
     edge_px = (1 - d) * min(e.hl, e.hw)
-    if e.hairy > 0 and grain is not None:
-        edge_px = edge_px + e.hairy * 1.2 * grain[y0:y1, x0:x1]
+    g = grain[y0:y1, x0:x1] if grain is not None else None
+    if g is not None:
+        edge_px = edge_px + (0.3 + e.hairy * 2.0) * g
+        # break up pattern edges: real markings are made of hairs, not vector shapes
+        s_p, t_p = s + (0.02 + 0.05 * e.hairy) * g, t + (0.02 + 0.05 * e.hairy) * g
+    else:
+        s_p, t_p = s, t
     alpha = np.clip(edge_px + 0.5, 0, 1)
     if not alpha.any():
         return
@@ -581,12 +647,15 @@ def _draw_ellipsoid(C: np.ndarray, A: np.ndarray, e: _Ellipsoid, light: np.ndarr
     hz = light[2] + 1.0
     hn = math.sqrt(ls * ls + lt * lt + hz * hz)
     ndh = np.clip((s * ls + t * lt + nz * hz) * inv / hn, 0, 1)
-    col = _ellipsoid_pattern(e, s, t)
-    shade = 0.25 + 0.95 * ndl
-    if e.hairy > 0 and grain is not None:
-        shade = shade * (1 + 0.22 * e.hairy * grain[y0:y1, x0:x1])
+    col = _ellipsoid_pattern(e, s_p, t_p)
+    shade = 0.2 + 0.95 * ndl
+    if g is not None:
+        shade = shade * (1 + (0.08 + 0.3 * e.hairy) * g)
     col *= shade[..., None]
-    spec = ndh ** (12 + 50 * e.gloss) * (0.25 + 0.9 * e.gloss) * (1 - 0.7 * e.hairy)
+    hair = min(1.0, e.hairy)
+    # glossy cuticle: tight highlight; hairy bodies: a broad, faint sheen instead
+    spec = ndh ** (12 + 50 * e.gloss) * (0.2 + 0.9 * e.gloss) * (1 - 0.9 * hair)
+    spec += ndh ** 3 * (0.12 * hair)
     col += spec[..., None]
     a = alpha[..., None]
     C[y0:y1, x0:x1] = C[y0:y1, x0:x1] * (1 - a) + col * a
@@ -599,17 +668,20 @@ def _u8(c) -> tuple:
 
 def _limb_colors(color, dark, lite) -> dict:
     color, dark, lite = (np.asarray(c, np.float64) for c in (color, dark, lite))
-    return {"sh": _u8(color * 0.45), "mid": _u8(color), "hi": _u8(np.minimum(color * 1.5 + 0.12, 1)),
-            "dsh": _u8(dark * 0.45), "dmid": _u8(dark), "dhi": _u8(np.minimum(dark * 1.5 + 0.1, 1)),
-            "joint": _u8(color * 0.6), "djoint": _u8(dark * 0.6),
-            "hair": _u8(dark * 0.7 + lite * 0.1)}
+    out = {}
+    for pre, c in (("", color), ("d", dark)):
+        out[pre + "sh"] = _u8(c * 0.45) + (255,)
+        out[pre + "mid"] = _u8(c) + (255,)
+        out[pre + "hi"] = _u8(np.minimum(c * 1.5 + 0.1, 1)) + (255,)
+    out["hair"] = _u8((dark * 0.7 + lite * 0.1) * (200 / 255)) + (200,)   # premultiplied
+    return out
 
 
-def _draw_limb(Cu: np.ndarray, Au: np.ndarray, pts: np.ndarray, th: np.ndarray, cols: dict,
-               band: bool, light: np.ndarray, hairy: float, rng) -> None:
-    """A jointed limb as tapered, shaded, antialiased segments on uint8 canvases (colour is
-    premultiplied over black, so drawing order is 'over' compositing), with setae for hairy
-    spiders. Coordinates are drawn with 4 fractional bits."""
+def _draw_limb(CA: np.ndarray, pts: np.ndarray, th: np.ndarray, cols: dict, band: bool,
+               light: np.ndarray, hairy: float, rng) -> None:
+    """A jointed limb as tapered, shaded, antialiased segments on an RGBA uint8 canvas
+    (colour premultiplied, so antialiased drawing is 'over' compositing), with setae for
+    hairy spiders. Coordinates carry 4 fractional bits."""
     lx, ly = float(light[0]) * 16, float(light[1]) * 16
     P = (pts * 16).tolist()
     T = th.tolist()
@@ -617,29 +689,23 @@ def _draw_limb(Cu: np.ndarray, Au: np.ndarray, pts: np.ndarray, th: np.ndarray, 
     line, AA = cv2.line, cv2.LINE_AA
     for i in range(n):
         (px, py), (qx, qy) = P[i], P[i + 1]
-        sub = 2 if i in (0, 2) else 1
+        sub = 2 if i in (0, 2) and T[i] >= 5 else 1
         for k in range(sub):
             f0, f1 = k / sub, (k + 1) / sub
-            a = (int(px + (qx - px) * f0), int(py + (qy - py) * f0))
-            b = (int(px + (qx - px) * f1), int(py + (qy - py) * f1))
+            ax, ay = px + (qx - px) * f0, py + (qy - py) * f0
+            bx, by = px + (qx - px) * f1, py + (qy - py) * f1
             t = T[i] + (T[i + 1] - T[i]) * ((k + 0.5) / sub)
-            tw = max(1, int(round(t)))
+            tw = max(1, int(t + 0.5))
             d = "d" if band and k == sub - 1 else ""
-            line(Au, a, b, 255, tw, AA, 4)
-            line(Cu, a, b, cols[d + "sh"], tw, AA, 4)
-            if tw >= 2:
-                ox, oy = int(-lx * t * 0.12), int(-ly * t * 0.12)
-                line(Cu, (a[0] + ox, a[1] + oy), (b[0] + ox, b[1] + oy), cols[d + "mid"],
-                     max(1, int(round(t * 0.6))), AA, 4)
-            if tw >= 3:
-                ox, oy = int(-lx * t * 0.25), int(-ly * t * 0.25)
-                line(Cu, (a[0] + ox, a[1] + oy), (b[0] + ox, b[1] + oy), cols[d + "hi"],
-                     max(1, int(round(t * 0.22))), AA, 4)
-        r = int(T[i + 1] * 0.55 * 16)
-        if i < n - 1 and r >= 32:           # knee / joint knob
-            jc = (int(qx), int(qy))
-            cv2.circle(Au, jc, r, 255, -1, AA, 4)
-            cv2.circle(Cu, jc, r, cols["djoint" if band else "joint"], -1, AA, 4)
+            line(CA, (int(ax), int(ay)), (int(bx), int(by)), cols[d + "sh"], tw, AA, 4)
+            if tw >= 2:     # lit side of the cylinder, then its highlight
+                ox, oy = -lx * t * 0.12, -ly * t * 0.12
+                line(CA, (int(ax + ox), int(ay + oy)), (int(bx + ox), int(by + oy)), cols[d + "mid"],
+                     max(1, int(t * 0.6 + 0.5)), AA, 4)
+                if tw >= 3:
+                    ox, oy = -lx * t * 0.25, -ly * t * 0.25
+                    line(CA, (int(ax + ox), int(ay + oy)), (int(bx + ox), int(by + oy)), cols[d + "hi"],
+                         max(1, int(t * 0.22 + 0.5)), AA, 4)
     if hairy > 0:
         seg = pts[1:] - pts[:-1]
         L = np.hypot(seg[:, 0], seg[:, 1])
@@ -654,12 +720,12 @@ def _draw_limb(Cu: np.ndarray, Au: np.ndarray, pts: np.ndarray, th: np.ndarray, 
             tt = th[si]
             ln = tt * rng.uniform(0.7, 1.5, m) + 1
             off = tt * 0.45 * side
-            bx = pts[si, 0] + seg[si, 0] * u - np.sin(ang) * off
-            by = pts[si, 1] + seg[si, 1] * u + np.cos(ang) * off
-            hairs = np.stack([np.stack([bx, by], 1), np.stack([bx + np.cos(aa) * ln, by + np.sin(aa) * ln], 1)], 1)
-            hairs = list(np.round(hairs * 16).astype(np.int32))
-            cv2.polylines(Au, hairs, False, 200, 1, AA, 4)
-            cv2.polylines(Cu, hairs, False, cols["hair"], 1, AA, 4)
+            hs = np.empty((m, 2, 2), np.float64)
+            hs[:, 0, 0] = pts[si, 0] + seg[si, 0] * u - np.sin(ang) * off
+            hs[:, 0, 1] = pts[si, 1] + seg[si, 1] * u + np.cos(ang) * off
+            hs[:, 1, 0] = hs[:, 0, 0] + np.cos(aa) * ln
+            hs[:, 1, 1] = hs[:, 0, 1] + np.sin(aa) * ln
+            cv2.polylines(CA, list(np.round(hs * 16).astype(np.int32)), False, cols["hair"], 1, AA, 4)
 
 
 @dataclass
@@ -674,10 +740,9 @@ class _Patch:
 
 
 def _transform(pts: np.ndarray, scale: float, rot: float, cx: float, cy: float) -> np.ndarray:
-    c, s = math.cos(rot), math.sin(rot)
-    x = pts[..., 0] * scale
-    y = pts[..., 1] * scale
-    return np.stack([x * c - y * s + cx, x * s + y * c + cy], -1)
+    """Scale, rotate and move (n, 2) points."""
+    c, s = math.cos(rot) * scale, math.sin(rot) * scale
+    return pts @ np.array([[c, s], [-s, c]], np.float32) + np.array([cx, cy], np.float32)
 
 
 def _spider_extent(model) -> np.ndarray:
@@ -691,14 +756,16 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
                    light: np.ndarray) -> _Patch:
     k = _KINDS[kind]
     pal = k["pal"][rng.integers(len(k["pal"]))]
-    base = _jitter(rng, pal[0], 0.1, (0.8, 1.2))
-    dark = _jitter(rng, pal[1], 0.1, (0.8, 1.2))
-    lite = _jitter(rng, pal[2], 0.08, (0.85, 1.1))
+    # palettes are written as seen; the camera's gamma brightens mid-tones, so darken here
+    tone = {"argiope": 0.8, "crab": 0.8, "cellar": 0.7}.get(kind, 0.55) * rng.uniform(0.8, 1.15)
+    base = _jitter(rng, pal[0], 0.1, (0.8, 1.2)) * np.float32(tone)
+    dark = _jitter(rng, pal[1], 0.1, (0.8, 1.2)) * np.float32(tone)
+    lite = _jitter(rng, pal[2], 0.08, (0.85, 1.1)) * np.float32(tone ** 0.5)
     hairy = k["hairy"] * rng.uniform(0.6, 1.2)
     gloss = k.get("gloss", rng.uniform(0.0, 0.4))
     ext = _spider_extent(model)
     unit = span / float(np.max(np.ptp(ext, axis=0)))        # pixels per body length
-    ss = 4 if span < 90 else (2 if span < 260 else 1)
+    ss = 4 if span < 60 else (2 if span < 170 else 1)   # supersample small ones: thin legs
     P = _transform(ext, unit, rot, cx, cy)
     margin = 3 + unit * 0.05
     ox = int(math.floor(P[:, 0].min() - margin))
@@ -711,25 +778,31 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
     def to_ss(pts):
         return (_transform(pts, unit, rot, cx, cy) - off) * ss + (ss - 1) / 2
 
-    Cu = np.zeros((Hs, Ws, 3), np.uint8)
-    Au = np.zeros((Hs, Ws), np.uint8)
+    CA = np.zeros((Hs, Ws, 4), np.uint8)
     band = rng.random() < (0.8 if kind in ("orb", "argiope", "house", "wolf") else 0.3)
     leg_col = _jitter(rng, base * 0.8 + lite * 0.2 if band else base, 0.05)
+    if kind == "argiope":
+        leg_col = _jitter(rng, dark * 0.3 + np.float32([0.5, 0.4, 0.25]) * tone, 0.05)
     leg_dark = dark
     legs = sorted(model["legs"], key=lambda l: -abs(l[2] - 1.5))  # outer pairs first
-    cols = _limb_colors(leg_col, leg_dark, lite)
+    cols = _limb_colors(leg_col, leg_col * 0.35 + leg_dark * 0.65, lite)
     for pts, th, _j in legs:
-        _draw_limb(Cu, Au, to_ss(pts), th * unit * ss, cols, band, light, hairy, rng)
+        _draw_limb(CA, to_ss(pts), th * unit * ss, cols, band, light, hairy, rng)
     for pts, th in model["palps"]:
-        _draw_limb(Cu, Au, to_ss(pts), th * unit * ss, cols, False, light, hairy, rng)
-    C = Cu.astype(np.float32) * (1 / 255)
-    A = Au.astype(np.float32) * (1 / 255)
-    grain = _grain_noise(rng, Hs, Ws) if hairy > 0 else None
+        _draw_limb(CA, to_ss(pts), th * unit * ss, cols, False, light, hairy, rng)
+    F = CA.astype(np.float32)
+    F *= np.float32(1 / 255)
+    # the body parts are drawn at 1x: their per-pixel shading antialiases its own edges, so
+    # only the thin legs need the supersampling
+    if ss > 1:
+        F = cv2.resize(F, (w, h), interpolation=cv2.INTER_AREA)
+    C, A = F[..., :3], F[..., 3]
+    grain = _hair_noise(rng, h, w, rot + math.pi, scale=0.5 + 0.1 * span / 100)
     c_, s_ = math.cos(rot), math.sin(rot)
-    u = unit * ss
+    u = unit
 
     def centre(x, y):
-        q = to_ss(np.array([[x, y]], np.float32))[0]
+        q = _transform(np.array([[x, y]], np.float32), unit, rot, cx, cy)[0] - off
         return float(q[0]), float(q[1])
 
     abd_pat = k["abd"][rng.integers(len(k["abd"]))]
@@ -760,14 +833,11 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
         rr = er * model["cl"] * u
         if rr < 0.7:
             continue
-        cv2.circle(C, (int(px * 16), int(py * 16)), int(rr * 16), (0.02, 0.02, 0.02), -1, cv2.LINE_8, 4)
-        cv2.circle(A, (int(px * 16), int(py * 16)), int(rr * 16), 1.0, -1, cv2.LINE_8, 4)
+        cv2.circle(F, (int(px * 16), int(py * 16)), int(rr * 16), (0.02, 0.02, 0.02, 1.0), -1, cv2.LINE_8, 4)
         if rr >= 2:
-            cv2.circle(C, (int((px - hx * rr * 0.4) * 16), int((py - hy * rr * 0.4) * 16)),
-                       int(rr * 0.3 * 16), (0.9, 0.9, 0.9), -1, cv2.LINE_8, 4)
-    if ss > 1:
-        C = cv2.resize(C, (w, h), interpolation=cv2.INTER_AREA)
-        A = cv2.resize(A, (w, h), interpolation=cv2.INTER_AREA)
+            cv2.circle(F, (int((px - hx * rr * 0.4) * 16), int((py - hy * rr * 0.4) * 16)),
+                       int(rr * 0.3 * 16), (0.9, 0.9, 0.9, 1.0), -1, cv2.LINE_8, 4)
+    C, A = np.ascontiguousarray(F[..., :3]), np.ascontiguousarray(F[..., 3])
     return _Patch(SPIDER, ox, oy, C, A, height=unit * rng.uniform(0.05, 0.15))
 
 
@@ -994,12 +1064,9 @@ def render(p: SyntheticParams, seed: int, index: int):
             patch = _render_caterpillar(rng, pl[3], pl[4], cx, cy, light)
         else:
             patch = _render_leaf(rng, pl[3], pl[4], cx, cy, light)
-        _composite(img, mask, patch, label, light, on_web=fl["web"] and kind == "spider")
-        ys, xs = np.nonzero(mask == label)
-        if len(xs) == 0:
-            continue
-        objects.append(SyntheticObject(kind, [float(xs.min()), float(ys.min()), float(xs.max() + 1),
-                                              float(ys.max() + 1)], label))
+        box = _composite(img, mask, patch, label, light, on_web=fl["web"] and kind == "spider")
+        if box is not None:
+            objects.append(SyntheticObject(kind, box, label))
 
     # ---- the camera: light falloff + vignetting, white balance, noise, tone curve
     f = 16
@@ -1008,7 +1075,7 @@ def render(p: SyntheticParams, seed: int, index: int):
     vig = 1 - rng.uniform(0.1, 0.45) * ((nx * nx + ny * ny) / 2) ** rng.uniform(0.8, 1.5)
     grad = 1 + rng.uniform(0, 0.25) * (nx * light[0] + ny * light[1])
     gain = cv2.resize((vig * grad).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
-    expo = rng.uniform(0.85, 1.3)
+    expo = rng.uniform(0.7, 1.15)
     wb = np.array([rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.88, 1.1)], np.float32) * np.float32(expo)
     img *= cv2.merge([gain * wb[0], gain * wb[1], gain * wb[2]])
     np.maximum(img, 0, out=img)
@@ -1030,28 +1097,36 @@ def _tone_lut(rng) -> np.ndarray:
     x = np.linspace(0, 1, 256, dtype=np.float32)
     g = rng.uniform(2.0, 2.4)
     y = x ** (2 / g)
-    c = rng.uniform(0.0, 0.5)                   # S-curve contrast
+    c = rng.uniform(0.25, 0.8)                  # S-curve contrast
     y = y + c * (y - 0.5) * (1 - np.abs(2 * y - 1)) * 0.5
     return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> None:
+def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> list | None:
+    """Shadow + object into img, its label into mask; returns the object's tight box."""
     H, W = mask.shape
     h, w = patch.A.shape
-    # soft shadow: the silhouette moved away from the light and blurred
+    # soft shadow: the silhouette moved away from the light and blurred, plus a tight contact
+    # shadow; both are smooth, so they are made at half resolution
     d = patch.height
     sx, sy = -light[0] / max(light[2], 0.3) * d, -light[1] / max(light[2], 0.3) * d
-    blur = max(0.8, d * 0.6)
-    pad = int(abs(sx) + abs(sy) + 3 * blur + 2)
-    X0, Y0 = patch.x0 - pad, patch.y0 - pad
-    big = np.zeros((h + 2 * pad, w + 2 * pad), np.float32)
-    big[pad:pad + h, pad:pad + w] = patch.A
+    blur = max(0.8, d * 0.6) * (3 if on_web else 1)
+    pad = int(abs(sx) + abs(sy) + 3 * blur + 4) // 2 * 2 + 2
+    hb, wb = (h + 2 * pad) // 2, (w + 2 * pad) // 2
+    small = np.zeros((hb, wb), np.float32)
+    a2 = cv2.resize(patch.A, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+    small[pad // 2:pad // 2 + a2.shape[0], pad // 2:pad // 2 + a2.shape[1]] = a2
+    ix, iy = int(round(sx / 2)), int(round(sy / 2))
+    moved = np.zeros_like(small)
+    moved[max(0, iy):hb + min(0, iy), max(0, ix):wb + min(0, ix)] = \
+        small[max(0, -iy):hb - max(0, iy), max(0, -ix):wb - max(0, ix)]
     strength = 0.25 if on_web else 0.75
-    M = np.float32([[1, 0, sx], [0, 1, sy]])
-    sh = cv2.warpAffine(big, M, (big.shape[1], big.shape[0]))
-    sh = _blur(sh, blur * (3 if on_web else 1))
-    contact = _blur(big, max(1.0, d * 0.25))
-    shadow = np.clip(strength * sh + (0 if on_web else 0.3) * contact, 0, 0.85)
+    shadow = _blur(moved, blur / 2) * np.float32(strength)
+    if not on_web:
+        shadow += _blur(small, max(0.5, d * 0.12)) * np.float32(0.3)
+    np.minimum(shadow, 0.85, out=shadow)
+    shadow = cv2.resize(shadow, (wb * 2, hb * 2), interpolation=cv2.INTER_LINEAR)
+    X0, Y0 = patch.x0 - pad, patch.y0 - pad
 
     def darken(reg, sl):
         reg *= _gray3(1 - shadow[sl])
@@ -1064,9 +1139,14 @@ def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> Non
     # mask: the object's coverage above threshold
     x0, y0 = max(0, patch.x0), max(0, patch.y0)
     x1, y1 = min(W, patch.x0 + w), min(H, patch.y0 + h)
-    if x1 > x0 and y1 > y0:
-        sub = patch.A[y0 - patch.y0:y1 - patch.y0, x0 - patch.x0:x1 - patch.x0] > _MASK_ALPHA
-        mask[y0:y1, x0:x1][sub] = label
+    if x1 <= x0 or y1 <= y0:
+        return None
+    sub = patch.A[y0 - patch.y0:y1 - patch.y0, x0 - patch.x0:x1 - patch.x0] > _MASK_ALPHA
+    mask[y0:y1, x0:x1][sub] = label
+    ys, xs = np.nonzero(mask[y0:y1, x0:x1] == label)
+    if len(xs) == 0:
+        return None
+    return [float(x0 + xs.min()), float(y0 + ys.min()), float(x0 + xs.max() + 1), float(y0 + ys.max() + 1)]
 
 
 def _apply(img, X0, Y0, fn, shape) -> None:
