@@ -69,6 +69,24 @@ def _cmd_fetch_inception(args) -> int:
     return 0
 
 
+def _cmd_synthetic_sample(args) -> int:
+    import dataclasses
+
+    from PIL import Image
+
+    from spidergan import atomic
+    from spidergan.sources import synthetic
+
+    p = _load(args)
+    sp = p.scrape.synthetic
+    seed = p.seed if args.seed is None else args.seed
+    sheet = synthetic.sample_grid(dataclasses.replace(sp, count=args.count), seed, count=args.count,
+                                  cols=args.cols, cell=args.cell, boxes=args.boxes)
+    atomic.save_image(args.out, Image.fromarray(sheet))
+    print(f"wrote {args.out}: {args.count} synthetic images (seed {seed})")
+    return 0
+
+
 def _cmd_params(args) -> int:
     import json
 
@@ -116,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="download the standard FID Inception weights into $TORCH_HOME "
                             "(needs internet; evaluate uses them for fid/kid/mifid/precision/recall)")
     s.set_defaults(func=_cmd_fetch_inception)
+
+    s = sub.add_parser("synthetic-sample",
+                       help="write a contact sheet of synthetic spider photos (params.yaml's settings)")
+    s.add_argument("--count", type=int, default=24)
+    s.add_argument("--cols", type=int, default=6)
+    s.add_argument("--cell", type=int, default=256, help="cell size in pixels")
+    s.add_argument("--seed", type=int, default=None, help="default: params.yaml's seed")
+    s.add_argument("--boxes", action="store_true", help="draw the ground-truth boxes")
+    s.add_argument("--out", default="synthetic_sample.png")
+    s.set_defaults(func=_cmd_synthetic_sample)
 
     s = sub.add_parser("params", help="validate params.yaml and print it with all defaults")
     s.set_defaults(func=_cmd_params)
