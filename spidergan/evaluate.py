@@ -39,7 +39,8 @@ from PIL import Image
 from spidergan import atomic, hashing, images, manifest, report, sheets
 from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan.dataset import ImageDataset
-from spidergan.gan.networks import Generator
+from spidergan.gan.generate import load_generator
+from spidergan.gan.train import generate_images, seeded_z, to_uint8
 from spidergan.metrics import copying, detector_rate
 from spidergan.metrics import fid as fidm
 from spidergan.metrics import memorization
@@ -64,42 +65,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_generator(state: dict, device: torch.device) -> Generator:
-    """G_ema of a training checkpoint, rebuilt from the architecture recorded in it."""
-    arch = state.get("arch") or {}
-    need = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max")
-    missing = [k for k in need if k not in arch]
-    if missing or "G_ema" not in state:
-        raise EvaluateError(f"checkpoint lacks {missing or ['G_ema']}: not a SpiderGAN training "
-                            f"checkpoint")
-    G = Generator(z_dim=arch["z_dim"], w_dim=arch["w_dim"], img_resolution=arch["resolution"],
-                  mapping_layers=arch["mapping_layers"], channel_base=arch["channel_base"],
-                  channel_max=arch["channel_max"], conv_clamp=arch.get("conv_clamp") or None)
-    G.load_state_dict(state["G_ema"])
-    return G.to(device).eval().requires_grad_(False)
-
-
-def seeded_z(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
-    """One latent per seed, independent of batch and device (same as the training grids)."""
-    return torch.stack([torch.from_numpy(np.random.RandomState(int(s)).randn(z_dim)).float()
-                        for s in seeds])
-
-
 @torch.no_grad()
-def generate(G: Generator, seeds: Sequence[int], batch: int = 32) -> np.ndarray:
-    """uint8 NHWC images for `seeds`, psi = 1 (no truncation), constant noise."""
-    dev = next(G.parameters()).device
-    z = seeded_z(seeds, G.z_dim)
-    out = []
-    for i in range(0, len(z), batch):
-        x = G(z[i:i + batch].to(dev), truncation_psi=1.0, noise_mode="const")
-        x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        out.append(x.permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out)
+def generate(G, seeds: Sequence[int], batch: int = 32) -> np.ndarray:
+    """uint8 NHWC images for `seeds` (the training grids' latents), psi = 1, constant noise."""
+    return to_uint8(generate_images(G, seeded_z(seeds, G.z_dim), psi=1.0, batch=batch,
+                                    noise_mode="const"))
 
 
-def checkpoints(gan_dir: str | Path) -> list[tuple[int, Path]]:
-    """Every training checkpoint under `gan_dir` as (images seen, path), oldest first."""
+def snapshots(gan_dir: str | Path, final: dict) -> list[tuple[int, Path]]:
+    """Checkpoints under `gan_dir` from the same run as `final` (same params, seed and data)
+    as (images seen, path), oldest first. Checkpoints of other runs set aside there are left out."""
     found = []
     for path in sorted(Path(gan_dir).rglob("*.pt")):
         try:
@@ -107,7 +82,10 @@ def checkpoints(gan_dir: str | Path) -> list[tuple[int, Path]]:
         except (ValueError, RuntimeError, OSError) as e:
             log.warning("skipping %s: %s", path, e)
             continue
-        if "G_ema" in state:
+        same = (not ckpt_mod.differing_keys(state.get("params", {}), final.get("params", {}))
+                and state.get("seed") == final.get("seed")
+                and state.get("dataset_sha256") == final.get("dataset_sha256"))
+        if "G_ema" in state and same:
             found.append((int(state.get("nimg", 0)), path))
     return sorted(found)
 
@@ -277,7 +255,7 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
     if not ckpt_path.is_file():
         raise EvaluateError(f"{ckpt_path} is missing: run the train stage first (`dvc repro train`)")
     state = ckpt_mod.load(ckpt_path)
-    G = load_generator(state, device)
+    G = load_generator(ckpt_path, device)
     reals = load_reals(dataset)
     if len(reals.train) < 2:
         raise EvaluateError(f"{dataset} holds {len(reals.train)} training image(s); evaluation "
@@ -324,11 +302,11 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
     series = [_series_row(metrics)]
     if p.snapshots:
         series = []
-        for nimg, path in checkpoints(gan):
+        for nimg, path in snapshots(gan, state):
             if path.resolve() == ckpt_path.resolve():
                 series.append(_series_row(metrics))
                 continue
-            Gs = load_generator(ckpt_mod.load(path), device)
+            Gs = load_generator(path, device)
             s = score(generate(Gs, seeds, p.batch), reals, p, seed, extractor, None,
                       progress=progress, full=False)
             check_finite(s.metrics)

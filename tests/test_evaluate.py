@@ -1,6 +1,7 @@
 """Evaluate: Inception plumbing (random weights), FID against scipy, precision/recall, copy
 measures, bad input, and the stage on a tiny dataset + generator the tests make themselves."""
 
+import hashlib
 import io
 import json
 import math
@@ -192,7 +193,7 @@ def _project(tmp_path: Path, n_train=12, n_hold=4, kimgs=(1,)) -> Path:
     """data/dataset in the dataset stage's layout + a random tiny G checkpoint per kimg."""
     from spidergan import atomic
     from spidergan.gan import checkpoint as ckpt
-    from spidergan.gan.networks import Generator
+    from spidergan.gan.train import build_networks
 
     root = tmp_path / "proj"
     ds = root / "data" / "dataset"
@@ -206,15 +207,20 @@ def _project(tmp_path: Path, n_train=12, n_hold=4, kimgs=(1,)) -> Path:
         atomic.save_image(ds / f, Image.fromarray(a))
         hold.append({"id": f"h{i:03d}", "file": f})
     manifest.write(ds / "holdout" / "manifest.jsonl", hold)
-    arch = {"resolution": RES, "z_dim": 16, "w_dim": 16, "mapping_layers": 1, "channel_base": 256,
-            "channel_max": 32, "mbstd_group": 4, "conv_clamp": 0.0}
+    tp = params.from_dict({"train": {"resolution": RES, "z_dim": 16, "w_dim": 16, "mapping_layers": 1,
+                                     "channel_base": 256, "channel_max": 32}}).train
+    sha = hashlib.sha256((ds / "train.npy").read_bytes()).hexdigest()
     for j, kimg in enumerate(kimgs):
         torch.manual_seed(j)
-        G = Generator(z_dim=16, w_dim=16, img_resolution=RES, mapping_layers=1, channel_base=256,
-                      channel_max=32)
+        G, _ = build_networks(tp, torch.device("cpu"))
         name = "checkpoint.pt" if j == len(kimgs) - 1 else f"snapshots/kimg{kimg:06.1f}.pt"
-        ckpt.save(root / "models" / "gan" / name, {"arch": arch, "G_ema": G.state_dict(),
-                                                    "nimg": int(kimg * 1000)})
+        ckpt.save(root / "models" / "gan" / name,
+                  {"params": params.to_dict(tp), "seed": 0, "dataset_sha256": sha,
+                   "G_ema": G.state_dict(), "nimg": int(kimg * 1000)})
+    # a checkpoint of another run set aside in the same folder: never one of this run's snapshots
+    other = dict(params.to_dict(tp), lr_g=0.5)
+    ckpt.save(root / "models" / "gan" / "old-run.pt", {"params": other, "seed": 0, "dataset_sha256": sha,
+                                                      "G_ema": G.state_dict(), "nimg": 123})
     return root
 
 

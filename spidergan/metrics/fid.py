@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -219,8 +220,10 @@ def kid(real, fake, subsets: int = 100, subset_size: int = 1000, seed: int = 0
     real, fake = _as_tensor(real), _as_tensor(fake)
     check_counts(len(real), len(fake))
     size = min(subset_size, len(real), len(fake))
-    m = KernelInceptionDistance(feature=_GivenFeatures(real.shape[1]), subsets=subsets,
-                                subset_size=size)
+    with warnings.catch_warnings():  # "will save all extracted features": they are ours already
+        warnings.simplefilter("ignore", UserWarning)
+        m = KernelInceptionDistance(feature=_GivenFeatures(real.shape[1]), subsets=subsets,
+                                    subset_size=size)
     m.update(real, real=True)
     m.update(fake, real=False)
     with torch.random.fork_rng():  # the subsets are drawn with torch's global generator
