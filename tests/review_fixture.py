@@ -4,9 +4,12 @@ data contract between stages."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import threading
+import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
@@ -101,19 +104,44 @@ def make_project(root: Path, n_pairs: int = 3, pairs: bool = True) -> Path:
 
 
 def big_manifests(root: Path, n: int = 44_000) -> None:
-    """Replace the manifests by n synthetic records pointing at the few real files."""
+    """Replace the manifests by n synthetic records pointing at the few real files (only the
+    fields the review app reads, written as text: this is about listing speed, not the data)."""
     data = root / "data"
     raw = manifest.read(data / "raw" / "manifest.jsonl")
     det = {r["id"]: r for r in manifest.read(data / "detections.jsonl")}
     crops = manifest.read(data / "crops" / "manifest.jsonl")
-    big_raw, big_det, big_crops = [], [], []
+    raw_lines, det_lines, crop_lines = [], [], []
     for i in range(n):
-        src = raw[i % len(raw)]
+        src, c = raw[i % len(raw)], crops[i % len(crops)]
         rid = f"p{i:06d}"
-        big_raw.append(dict(src, id=rid))
-        big_det.append(dict(det[src["id"]], id=rid))
-        big_crops.append(dict(crops[i % len(crops)], id=f"{rid}-0", image_id=rid))
-    for path, recs in ((data / "raw" / "manifest.jsonl", big_raw), (data / "detections.jsonl", big_det),
-                       (data / "crops" / "manifest.jsonl", big_crops)):
-        with open(path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in recs)
+        raw_lines.append(f'{{"id":"{rid}","file":"{src["file"]}","width":{src["width"]},"height":{src["height"]}}}\n')
+        det_lines.append(f'{{"id":"{rid}","status":"ok","boxes":{json.dumps(det[src["id"]]["boxes"])}}}\n')
+        crop_lines.append(f'{{"id":"{rid}-0","file":"{c["file"]}","image_id":"{rid}","conf":{c["conf"]}}}\n')
+    for path, lines in ((data / "raw" / "manifest.jsonl", raw_lines), (data / "detections.jsonl", det_lines),
+                        (data / "crops" / "manifest.jsonl", crop_lines)):
+        path.write_text("".join(lines))
+
+
+@contextlib.contextmanager
+def running_server(app):
+    """The app served by uvicorn in a thread on 127.0.0.1:<free port>; yields its URL."""
+    import uvicorn
+
+    from spidergan.review.app import bind, url_of
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not t.is_alive():
+            raise RuntimeError("review server did not start")
+        time.sleep(0.02)
+    try:
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        t.join(10)
+        sock.close()
+        app.state.log.close()

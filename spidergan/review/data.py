@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,18 +69,31 @@ def inside(path: str | Path, roots: list[Path]) -> Path | None:
     return None
 
 
-def _window(matching: list[tuple[int, dict]], start: int, per_page: int) -> dict:
-    """The matching items from base position `start` on, at most `per_page` of them.
+def _window(positions: list[int], start: int, per_page: int) -> dict:
+    """The matching positions from `start` on, at most `per_page` of them (as "positions").
 
     Windows are anchored on positions in the unfiltered order, not on page numbers, so deciding
     items under a status filter (which drops them from the matching set) never skips others.
     """
-    pos = [p for p, _ in matching]
-    i0 = bisect.bisect_left(pos, start)
-    i1 = min(len(pos), i0 + per_page)
-    return {"items": [it for _, it in matching[i0:i1]], "offset": i0, "matching": len(pos),
-            "start": start, "next_start": pos[i1] if i1 < len(pos) else None,
-            "prev_start": pos[max(0, i0 - per_page)] if i0 > 0 else None}
+    i0 = bisect.bisect_left(positions, start)
+    i1 = min(len(positions), i0 + per_page)
+    return {"positions": positions[i0:i1], "offset": i0, "matching": len(positions), "start": start,
+            "next_start": positions[i1] if i1 < len(positions) else None,
+            "prev_start": positions[max(0, i0 - per_page)] if i0 > 0 else None}
+
+
+def _wants(status: str) -> Callable[[str | None], bool]:
+    if status == "all":
+        return lambda d: True
+    if status == "undecided":
+        return lambda d: d is None
+    return lambda d: d == status
+
+
+def _empty(kind: str, message: str) -> dict:
+    out = _window([], 0, 1)
+    out.pop("positions")
+    return {"message": message, "items": [], "counts": _counts(kind, Counter()), **out}
 
 
 def _in_range(v: float | None, lo: float | None, hi: float | None) -> bool:
@@ -162,73 +176,121 @@ class ReviewData:
     # ------------------------------------------------------------------ decisions per item
     def detection_state(self, image_id: str, i: int, box: dict, decided: dict) -> dict | None:
         rec = decided.get(("detection", dec.detection_key(image_id, i)))
+        return self._fresh(rec, box)
+
+    @staticmethod
+    def _fresh(rec: dict | None, box: dict) -> dict | None:
         if rec is not None and dec.iou(rec["orig_box"], box["box"]) < dec.MATCH_IOU:
             return None  # about an earlier detection at this index: stale
         return rec
+
+    @staticmethod
+    def _by_image(decided: dict) -> dict[str, dict[int, dict]]:
+        """Detection decisions grouped per image: one pass over the (usually few) decisions
+        instead of a lookup per box of 44,000 images."""
+        out: dict[str, dict[int, dict]] = {}
+        for (kind, key), rec in decided.items():
+            if kind == "detection":
+                image_id, _, idx = key.rpartition(":")
+                out.setdefault(image_id, {})[int(idx)] = rec
+        return out
 
     # ------------------------------------------------------------------ listings
     def list_detections(self, decided: dict, status: str = "all", min_conf: float | None = None,
                         max_conf: float | None = None, start: int = 0, per_page: int = 200) -> dict:
         got = self.detection_images()
         if got is None:
-            return {"message": "no detections yet: run the detect stage", "counts": _counts("detection", []), **_window([], 0, 1)}
+            return _empty("detection", "no detections yet: run the detect stage")
         images, _ = got
-        matching, states = [], []
+        by_img, want = self._by_image(decided), _wants(status)
+        conf_filter = min_conf is not None or max_conf is not None
+        counts: Counter = Counter()
+        positions = []
+
+        def box_states(it, recs):
+            return [(b, self._fresh(recs.get(i), b) if recs else None) for i, b in enumerate(it["boxes"])]
+
         for pos, it in enumerate(images):
-            boxes, any_match = [], False
-            for i, b in enumerate(it["boxes"]):
-                rec = self.detection_state(it["id"], i, b, decided)
+            recs = by_img.get(it["id"])
+            if recs is None and not conf_filter:  # the common case: nothing decided here yet
+                counts[None] += len(it["boxes"])
+                if want(None):
+                    positions.append(pos)
+                continue
+            match = False
+            for b, rec in box_states(it, recs):
                 d = rec["decision"] if rec else None
-                states.append(d)
-                m = (status == "all" or (status == "undecided" and d is None) or d == status) \
-                    and _in_range(b["conf"], min_conf, max_conf)
-                any_match |= m
+                counts[d] += 1
+                match = match or (want(d) and _in_range(b["conf"], min_conf, max_conf))
+            if match:
+                positions.append(pos)
+        win = _window(positions, start, per_page)
+        items = []
+        for pos in win.pop("positions"):
+            it = images[pos]
+            boxes = []
+            for i, (b, rec) in enumerate(box_states(it, by_img.get(it["id"]))):
+                d = rec["decision"] if rec else None
                 boxes.append({"i": i, "key": dec.detection_key(it["id"], i), "orig_box": b["box"],
-                              "box": rec["box"] if rec else b["box"], "conf": b["conf"],
-                              "decision": d, "match": m})
-            if any_match:
-                matching.append((pos, {"id": it["id"], "w": it["w"], "h": it["h"], "boxes": boxes}))
-        return {"message": None if images else "detect found no boxes to review",
-                "images": len(images), "counts": _counts("detection", states),
-                **_window(matching, start, per_page)}
+                              "box": rec["box"] if rec else b["box"], "conf": b["conf"], "decision": d,
+                              "match": want(d) and _in_range(b["conf"], min_conf, max_conf)})
+            items.append({"id": it["id"], "w": it["w"], "h": it["h"], "boxes": boxes})
+        return {"message": None if images else "detect found no boxes to review", "items": items,
+                "images": len(images), "counts": _counts("detection", counts), **win}
 
     def list_crops(self, decided: dict, status: str = "all", min_conf: float | None = None,
                    max_conf: float | None = None, start: int = 0, per_page: int = 200) -> dict:
         crops = self.crops()
         if crops is None:
-            return {"message": "no crops yet: run the crop stage", "counts": _counts("crop", []), **_window([], 0, 1)}
-        matching, states = [], []
-        for pos, (cid, r) in enumerate(crops.items()):
-            rec = decided.get(("crop", cid))
+            return _empty("crop", "no crops yet: run the crop stage")
+        want, counts, positions, rows = _wants(status), Counter(), [], list(crops.items())
+        mine = _of_kind(decided, "crop")
+        for pos, (cid, r) in enumerate(rows):
+            rec = mine.get(cid)
             d = rec["decision"] if rec else None
-            states.append(d)
-            if (status == "all" or (status == "undecided" and d is None) or d == status) \
-                    and _in_range(r.get("conf"), min_conf, max_conf):
-                matching.append((pos, {"key": cid, "id": cid, "image_id": r.get("image_id"),
-                                 "conf": r.get("conf"), "decision": d}))
-        return {"message": None if crops else "the crop stage kept no crops",
-                "counts": _counts("crop", states), **_window(matching, start, per_page)}
+            counts[d] += 1
+            if want(d) and _in_range(r.get("conf"), min_conf, max_conf):
+                positions.append(pos)
+        win = _window(positions, start, per_page)
+        items = []
+        for pos in win.pop("positions"):
+            cid, r = rows[pos]
+            rec = mine.get(cid)
+            items.append({"key": cid, "id": cid, "image_id": r.get("image_id"), "conf": r.get("conf"),
+                          "decision": rec["decision"] if rec else None})
+        return {"message": None if crops else "the crop stage kept no crops", "items": items,
+                "counts": _counts("crop", counts), **win}
 
     def list_pairs(self, decided: dict, status: str = "all", start: int = 0, per_page: int = 200,
                    **_ignored) -> dict:
         pairs = self.pairs()
         if pairs is None:
-            return {"message": "no pairs yet: run the evaluate stage", "counts": _counts("pair", []), **_window([], 0, 1)}
-        matching, states = [], []
+            return _empty("pair", "no pairs yet: run the evaluate stage")
+        want, counts, positions = _wants(status), Counter(), []
+        mine = _of_kind(decided, "pair")
         for r in pairs:
-            fake = r["fake"]
-            rec = decided.get(("pair", fake))
+            rec = mine.get(r["fake"])
             d = rec["decision"] if rec else None
-            states.append(d)
-            if status == "all" or (status == "undecided" and d is None) or d == status:
-                matching.append((r["n"], {"key": fake, "n": r["n"], "fake": fake, "real": r["real"],
-                                           "distance": r.get("distance"), "decision": d}))
-        return {"message": None if pairs else "evaluate wrote no pairs",
-                "counts": _counts("pair", states), **_window(matching, start, per_page)}
+            counts[d] += 1
+            if want(d):
+                positions.append(r["n"])
+        win = _window(positions, start, per_page)
+        items = []
+        for n in win.pop("positions"):
+            r = pairs[n]
+            rec = mine.get(r["fake"])
+            items.append({"key": r["fake"], "n": n, "fake": r["fake"], "real": r["real"],
+                          "distance": r.get("distance"), "decision": rec["decision"] if rec else None})
+        return {"message": None if pairs else "evaluate wrote no pairs", "items": items,
+                "counts": _counts("pair", counts), **win}
 
 
-def _counts(kind: str, states: list) -> dict:
-    out = {"total": len(states), "undecided": sum(1 for s in states if s is None)}
+def _of_kind(decided: dict, kind: str) -> dict[str, dict]:
+    return {key: rec for (k, key), rec in decided.items() if k == kind}
+
+
+def _counts(kind: str, counts: Counter) -> dict:
+    out = {"total": sum(counts.values()), "undecided": counts.get(None, 0)}
     for d in dec.DECISIONS[kind]:
-        out[d] = sum(1 for s in states if s == d)
+        out[d] = counts.get(d, 0)
     return out
