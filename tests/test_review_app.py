@@ -88,6 +88,10 @@ def test_decisions_are_recorded_with_server_side_facts(client, project):
     assert rec["box"] == [380, 215, 475, 305] and rec["decision"] == "reject"
     listed = client.get("/api/detections", params={"status": "reject"}).json()
     assert listed["counts"]["reject"] == 1 and listed["items"][0]["boxes"][1]["box"] == [380, 215, 475, 305]
+    # a box dragged past the image edge is clipped to it (img-2 is 520x340)
+    client.post("/api/decide", headers=H, json={"kind": "detection", "key": "img-2:0", "decision": "accept",
+                                                "box": [-20, 100, 600, 400]})
+    assert dec.latest(project / "data/review/decisions.jsonl")[("detection", "img-2:0")]["box"] == [0, 100, 520, 340]
     pair = client.post("/api/decide", headers=H, json={"kind": "pair", "key": "data/eval/fakes/fake-0.png",
                                                       "decision": "copy"}).json()["record"]
     assert pair["real"] == "data/crops/images/img-0-0.png"

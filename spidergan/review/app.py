@@ -146,8 +146,12 @@ def create_app(root: str | Path, data: str | Path = "data", *, host: str = "127.
                 return JSONResponse({"error": f"no detected box {key!r}"}, status_code=404)
             orig = item["boxes"][int(idx)]["box"]
             current = rd.detection_state(image_id, int(idx), item["boxes"][int(idx)], log.snapshot())
-            rec.update(image_id=image_id, orig_box=orig,
-                       box=body.get("box") or (current["box"] if current else orig))
+            box = body.get("box") or (current["box"] if current else orig)
+            if isinstance(box, list) and len(box) == 4 and item["w"] and item["h"] and \
+                    all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+                w, h = item["w"], item["h"]  # a dragged box stays on the image
+                box = [min(max(box[0], 0), w), min(max(box[1], 0), h), min(max(box[2], 0), w), min(max(box[3], 0), h)]
+            rec.update(image_id=image_id, orig_box=orig, box=box)
         elif kind == "crop" and isinstance(key, str):
             if key not in (rd.crops() or {}):
                 return JSONResponse({"error": f"no crop {key!r}"}, status_code=404)

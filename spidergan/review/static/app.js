@@ -75,7 +75,7 @@ function writeHash() {
 }
 
 // ------------------------------------------------------------------ loading
-async function load(keepKey) {
+async function load(keepKey, inPlace) {
   const v = VIEWS[S.view];
   const q = new URLSearchParams({ status: S.status, start: S.start, per_page: PER_PAGE });
   if (v.conf && S.min !== "") q.set("min_conf", S.min);
@@ -83,13 +83,34 @@ async function load(keepKey) {
   let r;
   try { r = await fetch(v.api + "?" + q); } catch (e) { toast("server unreachable: is `spidergan review` running?"); return; }
   if (!r.ok) { toast(`listing failed: ${(await r.json().catch(() => ({}))).error || r.status}`); return; }
-  S.list = await r.json();
+  const fresh = await r.json();
+  if (inPlace && inPlace(fresh)) return;
+  S.list = fresh;
   S.version = S.list.version;
   buildCursor();
   const at = keepKey ? S.cursor.findIndex((e) => e.key === keepKey) : -1;
   S.cur = at >= 0 ? at : Math.min(S.cur, Math.max(0, S.cursor.length - 1));
   writeHash();
   render();
+}
+
+// Another tab (or process) changed the log: take the new states in place when the window
+// still holds the same items, so the grid keeps its scroll position and images.
+async function refresh() {
+  const old = S.list, e = entry();
+  await load(e && e.key, (fresh) => {
+    const same = old && fresh.items.length === old.items.length &&
+      fresh.items.every((it, i) => (it.key || it.id) === (old.items[i].key || old.items[i].id));
+    if (!same) return false;
+    const changed = [];
+    fresh.items.forEach((it, i) => {
+      if (JSON.stringify(it) !== JSON.stringify(old.items[i])) changed.push(i);
+    });
+    S.list = fresh; S.version = fresh.version;
+    changed.forEach((i) => refreshItem(i));
+    renderHeader();
+    return true;
+  });
 }
 
 function buildCursor() {
@@ -425,7 +446,7 @@ setInterval(async () => {
   if (document.hidden || S.drag || S.pending || !S.list) return;
   try {
     const v = (await (await fetch("/api/version")).json()).version;
-    if (v !== S.version && !S.pending && !S.drag) { const e = entry(); await load(e && e.key); }
+    if (v !== S.version && !S.pending && !S.drag) await refresh();
   } catch (err) { /* server gone: the next decision will say so */ }
 }, POLL_MS);
 
