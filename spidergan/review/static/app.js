@@ -137,7 +137,7 @@ function renderHeader() {
     h("span", { class: "chip undecided", id: "count-undecided" }, h("b", {}, String(c.undecided)), " undecided"));
   const sel = $("#f-status");
   sel.replaceChildren(...v.statuses.map((s) => h("option", { value: s, selected: s === S.status }, WORD[s])));
-  $("#conf-filter").style.visibility = v.conf ? "visible" : "hidden";
+  $("#conf-filter").hidden = !v.conf;
   $("#f-min").value = S.min; $("#f-max").value = S.max;
   const n = L.items.length;
   $("#page-info").textContent = n ? `${L.offset + 1}–${L.offset + n} of ${L.matching} ${v.unit}` : `0 of ${L.matching}`;
