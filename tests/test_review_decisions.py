@@ -123,3 +123,32 @@ def test_concurrent_appends_keep_every_line_whole(tmp_path):
     log.close()
     assert len(dec.latest(p)) == 100
     assert len(p.read_text().splitlines()) == 100
+
+
+@pytest.mark.slow
+def test_dvc_sees_a_review_as_a_changed_dependency(tmp_path):
+    """A stage that lists the log among its deps is out of date after a decision (real dvc)."""
+    import subprocess
+
+    from conftest import venv_env
+
+    repo = tmp_path / "repo"
+    (repo / "data/review").mkdir(parents=True)
+    (repo / "data/review/decisions.jsonl").write_text("")  # as committed in git
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  crop:\n    cmd: python -c \"open('out.txt','w').write('x')\"\n"
+        "    deps:\n      - data/review/decisions.jsonl\n    outs:\n      - out.txt\n")
+    e = venv_env({"DVC_NO_ANALYTICS": "1", "SPIDERGAN_ROOT": str(repo)})
+
+    def run(*cmd):
+        r = subprocess.run(cmd, cwd=repo, env=e, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "repro", "-q")
+    assert "up to date" in run("dvc", "status").lower()
+    dec.append(repo / "data/review/decisions.jsonl", {"kind": "crop", "key": "a-0", "decision": "reject"})
+    status = run("dvc", "status")
+    assert "crop" in status and "modified:" in status and "decisions.jsonl" in status
