@@ -70,6 +70,7 @@ def test_decide_needs_the_session_token(client, project):
     assert not (project / "data/review/decisions.jsonl").exists()
     r = client.post("/api/decide", json=body, headers=H)
     assert r.status_code == 200 and r.json()["record"]["id"] == "img-0-0"
+    assert r.json()["before"] == "0" and r.json()["version"] == client.get("/api/version").json()["version"] != "0"
     assert dec.latest(project / "data/review/decisions.jsonl")[("crop", "img-0-0")]["decision"] == "accept"
 
 

@@ -162,10 +162,10 @@ def create_app(root: str | Path, data: str | Path = "data", *, host: str = "127.
                 return JSONResponse({"error": f"no pair {key!r}"}, status_code=404)
             rec.update(fake=key, real=pair["real"], distance=pair.get("distance"))
         try:
-            saved, version = log.append(rec)
+            saved, before, version = log.append(rec)
         except dec.DecisionError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
-        return {"record": saved, "version": version}
+        return {"record": saved, "before": before, "version": version}
 
     # ------------------------------------------------------------------ images by id
     def _image(path: Path | None, size: int, request: Request):
@@ -203,7 +203,6 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)
-    sock.set_inheritable(True)
     return sock
 
 

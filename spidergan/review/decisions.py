@@ -257,9 +257,12 @@ class DecisionLog:
         st = self._stat()
         return "0" if st is None else f"{st.st_ino}-{st.st_size}"
 
-    def append(self, record: dict) -> tuple[dict, str]:
+    def append(self, record: dict) -> tuple[dict, str, str]:
+        """Append durably; returns the record and the log version just before and after it (a
+        tab whose known version differs from `before` missed someone else's decision)."""
         rec = validate(record)
         with self._lock:
+            before = self.version()
             st = self._stat()
             if self._appender is None or st is None or st.st_ino != self._app_ino:
                 if self._appender is not None:
@@ -269,7 +272,7 @@ class DecisionLog:
             self._refresh()  # fold in foreign lines first so ours stays the latest
             self._appender.append(rec)
             self._refresh()
-        return rec, self.version()
+            return rec, before, self.version()
 
     def close(self) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ const S = {
   cursor: [],        // flat list of selectable entries {i, b?, key}
   cur: 0,
   undo: [],          // this tab's decisions, newest last: {view, kind, key, prev}
-  version: null, pending: 0, chain: Promise.resolve(), drag: null,
+  version: null, pending: 0, chain: Promise.resolve(), drag: null, seq: 0,
 };
 
 // ------------------------------------------------------------------ small helpers
@@ -80,10 +80,12 @@ async function load(keepKey, inPlace) {
   const q = new URLSearchParams({ status: S.status, start: S.start, per_page: PER_PAGE });
   if (v.conf && S.min !== "") q.set("min_conf", S.min);
   if (v.conf && S.max !== "") q.set("max_conf", S.max);
+  const seq = ++S.seq;  // only the latest request may change the page
   let r;
   try { r = await fetch(v.api + "?" + q); } catch (e) { toast("server unreachable: is `spidergan review` running?"); return; }
   if (!r.ok) { toast(`listing failed: ${(await r.json().catch(() => ({}))).error || r.status}`); return; }
   const fresh = await r.json();
+  if (seq !== S.seq) return;
   if (inPlace && inPlace(fresh)) return;
   S.list = fresh;
   S.version = S.list.version;
@@ -99,6 +101,8 @@ async function load(keepKey, inPlace) {
 async function refresh() {
   const old = S.list, e = entry();
   await load(e && e.key, (fresh) => {
+    // a decision made meanwhile is newer than this answer: drop it, the next poll retries
+    if (S.pending || S.drag) return true;
     const same = old && fresh.items.length === old.items.length &&
       fresh.items.every((it, i) => (it.key || it.id) === (old.items[i].key || old.items[i].id));
     if (!same) return false;
@@ -301,7 +305,9 @@ function send(body, onFail) {
         onFail();
         return;
       }
-      S.version = (await r.json()).version;
+      const j = await r.json();
+      // someone else wrote since our last look: forget the version so the next poll refreshes
+      S.version = j.before === S.version ? j.version : null;
     } catch (err) {
       toast("not saved: server unreachable"); onFail();
     } finally { S.pending--; }
