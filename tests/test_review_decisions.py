@@ -97,6 +97,10 @@ def test_decision_log_follows_foreign_appends_and_replacement(tmp_path):
     with open(p, "a") as f:
         f.write('ept", "ts": 1.0}\n')
     assert log.get("crop", "d")["decision"] == "accept"
+    with open(p, "a") as f:  # another writer killed mid-line: our next line must not glue onto it
+        f.write('{"kind": "crop", "key": "torn", "deci')
+    log.append({"kind": "crop", "key": "e", "decision": "reject"})
+    assert ("crop", "e") in dec.latest(p) and ("crop", "torn") not in log.snapshot()
     # replaced wholesale (git checkout, dvc checkout): re-read, and appends go to the new file
     other = tmp_path / "new.jsonl"
     dec.append(other, {"kind": "crop", "key": "z", "decision": "accept"})

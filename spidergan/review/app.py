@@ -25,6 +25,7 @@ from pathlib import Path
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from spidergan import env
 from spidergan.images import ImageRejected
@@ -134,6 +135,9 @@ def create_app(root: str | Path, data: str | Path = "data", *, host: str = "127.
             return JSONResponse({"error": "body must be JSON"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        return await run_in_threadpool(_decide, body)  # fsync and file reads off the event loop
+
+    def _decide(body: dict):
         kind, key, decision = body.get("kind"), body.get("key"), body.get("decision")
         rec = {"kind": kind, "key": key, "decision": decision}
         if body.get("undo"):
@@ -145,7 +149,7 @@ def create_app(root: str | Path, data: str | Path = "data", *, host: str = "127.
             if item is None or not idx.isdigit() or int(idx) >= len(item["boxes"]):
                 return JSONResponse({"error": f"no detected box {key!r}"}, status_code=404)
             orig = item["boxes"][int(idx)]["box"]
-            current = rd.detection_state(image_id, int(idx), item["boxes"][int(idx)], log.snapshot())
+            current = rd.fresh_detection(log.get("detection", key), item["boxes"][int(idx)])
             box = body.get("box") or (current["box"] if current else orig)
             if isinstance(box, list) and len(box) == 4 and item["w"] and item["h"] and \
                     all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):

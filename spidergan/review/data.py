@@ -133,10 +133,9 @@ class ReviewData:
         if det is None:
             return None
         if self._det_items is None or self._det_items[0] is not det or self._det_items[1] is not raw:
-            raw = raw or {}
             items = []
             for image_id, r in det.items():
-                src = raw.get(image_id)
+                src = (raw or {}).get(image_id)
                 boxes = r.get("boxes") or []
                 if r.get("status", "ok") != "ok" or not boxes or src is None:
                     continue
@@ -174,12 +173,9 @@ class ReviewData:
         return inside(self.root / pairs[n][side], self.roots)
 
     # ------------------------------------------------------------------ decisions per item
-    def detection_state(self, image_id: str, i: int, box: dict, decided: dict) -> dict | None:
-        rec = decided.get(("detection", dec.detection_key(image_id, i)))
-        return self._fresh(rec, box)
-
     @staticmethod
-    def _fresh(rec: dict | None, box: dict) -> dict | None:
+    def fresh_detection(rec: dict | None, box: dict) -> dict | None:
+        """`rec` if it is about this detected box, None if it is about an earlier one."""
         if rec is not None and dec.iou(rec["orig_box"], box["box"]) < dec.MATCH_IOU:
             return None  # about an earlier detection at this index: stale
         return rec
@@ -208,7 +204,7 @@ class ReviewData:
         positions = []
 
         def box_states(it, recs):
-            return [(b, self._fresh(recs.get(i), b) if recs else None) for i, b in enumerate(it["boxes"])]
+            return [(b, self.fresh_detection(recs.get(i), b) if recs else None) for i, b in enumerate(it["boxes"])]
 
         for pos, it in enumerate(images):
             recs = by_img.get(it["id"])

@@ -264,7 +264,8 @@ class DecisionLog:
         with self._lock:
             before = self.version()
             st = self._stat()
-            if self._appender is None or st is None or st.st_ino != self._app_ino:
+            if self._appender is None or st is None or st.st_ino != self._app_ino or \
+                    not self._ends_whole(st):  # reopening repairs a line torn by another writer
                 if self._appender is not None:
                     self._appender.close()
                 self._appender = manifest.Appender(self.path)
@@ -273,6 +274,13 @@ class DecisionLog:
             self._appender.append(rec)
             self._refresh()
             return rec, before, self.version()
+
+    def _ends_whole(self, st) -> bool:
+        if st.st_size == 0:
+            return True
+        with open(self.path, "rb") as f:
+            f.seek(st.st_size - 1)
+            return f.read(1) == b"\n"
 
     def close(self) -> None:
         with self._lock:
