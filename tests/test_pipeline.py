@@ -18,6 +18,8 @@ from conftest import ROOT, venv_env
 # Overrides that keep every stage real but small.
 TINY = {
     "scrape": {"synthetic": {"count": 24}},
+    "evaluate": {"num_fakes": 16, "kid_subsets": 10, "batch": 16, "grid": 4, "pairs": 8,
+                 "detector_imgsz": 128},
 }
 
 
@@ -98,4 +100,64 @@ def test_repro_then_experiment(repo, netguard_log):
     exps = [e for rev in show for e in (rev.get("experiments") or [])]
     names = {e.get("name") for e in exps}
     assert "more" in names, names
+    assert netguard_log.read_text() == "" if netguard_log.exists() else True
+
+
+# Keys metrics/evaluate.json always has; the Inception ones need weights a fresh clone lacks.
+EVAL_KEYS = ("swd", "memorization_rate", "copy_ratio", "authenticity", "memorization_space",
+             "num_fakes", "num_train", "num_holdout", "kimg")
+INCEPTION_KEYS = ("fid", "kid_mean", "kid_std", "mifid", "precision", "recall")
+
+
+def _exp_metrics(show: list) -> dict:
+    """{experiment name: metrics/evaluate.json} from `dvc exp show --json`."""
+    out = {}
+    for rev in show:
+        for exp in rev.get("experiments") or []:
+            for r in exp.get("revs") or []:
+                data = r.get("data") or {}
+                m = (data.get("metrics") or {}).get("metrics/evaluate.json", {}).get("data")
+                if m is not None:
+                    out[exp.get("name") or r.get("name") or r.get("rev")] = m
+    return out
+
+
+@pytest.mark.slow
+def test_evaluate_experiment_loop(repo, netguard_log):
+    """The user's loop: repro, two experiments, exp show, metrics diff, plots diff."""
+    dst, _ = repo
+    stages = yaml.safe_load((dst / "dvc.yaml").read_text())["stages"]
+    _dvc(["repro"], repo)
+    base = json.loads((dst / "metrics/evaluate.json").read_text())
+    for k in EVAL_KEYS:
+        assert k in base, k
+    # the clone has no Inception weights and the network guard forbids fetching them
+    assert "weights-inception-2015-12-05-6726825d.pth" in base["fid_warning"]
+    assert not any(k in base for k in INCEPTION_KEYS)
+    if any("models/detector.pt" in str(o) for s in stages.values() for o in s.get("outs", [])):
+        assert 0 <= base["detector_rate"] <= 1 and 0 <= base["detector_rate_real"] <= 1
+    else:  # no detector stage in this DAG: evaluate says so instead of crashing
+        assert "models/detector.pt" in base["detector_rate_warning"]
+    html = (dst / "reports/evaluate.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "//cdn" not in html
+    pairs = [json.loads(x) for x in (dst / "data/eval/pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == base["num_fakes"] and (dst / pairs[0]["fake"]).is_file()
+
+    _dvc(["exp", "run", "-n", "aug", "-S", "train.aug_prob=0.5"], repo)
+    size = max(2, base["num_train"] // 2)
+    _dvc(["exp", "run", "-n", "small", "-S", f"dataset.size={size}"], repo)
+    exps = _exp_metrics(json.loads(_dvc(["exp", "show", "--json"], repo).stdout))
+    assert {"aug", "small"} <= set(exps), exps.keys()
+    for name in ("aug", "small"):
+        for k in EVAL_KEYS:
+            assert k in exps[name], (name, k)
+    assert exps["aug"]["swd"] != base["swd"]
+    assert exps["small"]["num_train"] == size != base["num_train"]
+
+    diff = json.loads(_dvc(["metrics", "diff", "--json"], repo).stdout)
+    changed = diff.get("metrics/evaluate.json", {})
+    assert "swd" in changed and "num_train" in changed, changed
+    _dvc(["plots", "diff", "-o", "plots_html"], repo)
+    page = (dst / "plots_html" / "index.html").read_text()
+    assert "pairs.png" in page and "samples.png" in page
     assert netguard_log.read_text() == "" if netguard_log.exists() else True
