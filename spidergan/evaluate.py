@@ -40,7 +40,7 @@ from spidergan import atomic, hashing, images, manifest, report, sheets
 from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan.dataset import ImageDataset
 from spidergan.gan.generate import load_generator
-from spidergan.gan.train import generate_images, seeded_z, to_uint8
+from spidergan.gan.train import CHECKPOINT_NAME, generate_images, pick_device, seeded_z, to_uint8
 from spidergan.metrics import copying, detector_rate
 from spidergan.metrics import fid as fidm
 from spidergan.metrics import memorization
@@ -49,22 +49,12 @@ from spidergan.params import EvaluateParams, to_dict
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-
 
 class EvaluateError(RuntimeError):
     """Evaluation cannot run as configured; the message says what to change."""
 
 
 # --------------------------------------------------------------------------- generator
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvaluateError("evaluate.device=cuda but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 @torch.no_grad()
 def generate(G, seeds: Sequence[int], batch: int = 32) -> np.ndarray:
     """uint8 NHWC images for `seeds` (the training grids' latents), psi = 1, constant noise."""
@@ -312,6 +302,11 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
             check_finite(s.metrics)
             series.append(_series_row({"kimg": round(nimg / 1000, 3), **s.metrics}))
         series.sort(key=lambda r: r["kimg"])
+        if len(series) < 2:
+            metrics["snapshots_warning"] = (
+                f"{gan} holds no snapshot checkpoints of this run besides {CHECKPOINT_NAME}: "
+                f"only the final checkpoint is scored")
+            warnings["snapshots_warning"] = metrics["snapshots_warning"]
 
     # files: fakes, nearest reals, pairs.jsonl, plots, report, metrics
     _write_eval_folder(out, root, fakes, seeds, reals, scored, p)
