@@ -9,11 +9,14 @@ methods the scraper uses, and serves the photo files itself at /img/<id>_<size>.
 Faults are scripted per API method or per photo, consumed one per request: an HTTP status
 (500, 429, ...), "drop" (for images: headers and half the body, then the connection closes;
 for API calls: the connection closes without a reply). `latency` adds a delay to every request,
-`image_delay` to image requests only. Every request is logged for assertions.
+`image_delay` pauses image bodies halfway. Every request is logged for assertions.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import io
 import json
 import socket
@@ -78,6 +81,7 @@ class FlickrServer:
         self.groups: dict[str, list[str]] = {}
         self.group_urls: dict[str, str] = {}
         self.faults: dict[tuple, list] = {}
+        self.gone: set[str] = set()  # photo ids whose files answer 404 (deleted since listing)
         self.log: list[dict] = []
         self._lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
@@ -132,7 +136,7 @@ class FlickrServer:
         handler = type("Handler", (_Handler,), {"fs": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="fake-flickr",
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="fake-flickr",
                                        daemon=True)
         self.thread.start()
         return self
@@ -207,7 +211,8 @@ class FlickrServer:
                                               exclude_oauth_signature=True)
         base = signature.signature_base_string(http_method, signature.base_string_uri(uri),
                                                signature.normalize_parameters(params))
-        expected = signature.sign_hmac_sha1(base, self.secret, "")
+        key = (utils.escape(self.secret) + "&").encode()  # no token: empty token secret
+        expected = base64.b64encode(hmac.new(key, base.encode(), hashlib.sha1).digest()).decode()
         if not signature.safe_string_equals(expected, utils.unescape(oauth.get("oauth_signature", ""))):
             return fail(96, "Invalid signature")
         return None
@@ -291,13 +296,21 @@ class _Handler(BaseHTTPRequestHandler):
         pid, _, rest = path[len("/img/"):].partition("_")
         size = rest.split(".")[0]
         ph = self.fs.photos.get(pid)
-        if ph is None or size not in ph.sizes:
+        if ph is None or size not in ph.sizes or pid in self.fs.gone:
             self._record("img", pid, 404)
             return self._send(404, b"<html>gone</html>", "text/html")
-        if self.fs.image_delay:
-            time.sleep(self.fs.image_delay)
         body = ph.sizes[size]
         if self._fault("img", pid, body, ph.content_type):
             return
         self._record("img", pid, 200)
-        self._send(200, body, ph.content_type)
+        if not self.fs.image_delay:
+            return self._send(200, body, ph.content_type)
+        # trickle: half the body, a pause, the rest (a kill then lands mid-download)
+        self.send_response(200)
+        self.send_header("Content-Type", ph.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        time.sleep(self.fs.image_delay)
+        self.wfile.write(body[len(body) // 2:])

@@ -19,8 +19,7 @@ import logging
 import os
 import re
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
 
@@ -382,7 +381,7 @@ def run(p: ScrapeParams, out: Path, sleep=None) -> dict:
         raise
     dl = Downloader(fp, sleep=sleep)
     pool = ThreadPoolExecutor(max_workers=fp.concurrency, thread_name_prefix="flickr-dl")
-    window: deque = deque()
+    window: list = []  # decided or in flight, not yet recorded
     stats: dict = {}
 
     def work(item_id: str, url: str):
@@ -438,12 +437,11 @@ def run(p: ScrapeParams, out: Path, sleep=None) -> dict:
             if isinstance(entry[3], Future) or entry[3].eligible:
                 eligible += 1
             window.append(entry)
-            while window and (len(window) > 4 * fp.concurrency or _ready(window[0])):
-                emit(window.popleft())
+            _emit_ready(window, emit, block=len(window) > 4 * fp.concurrency)
             if eligible >= fp.limit:
                 break
         while window:
-            emit(window.popleft())
+            _emit_ready(window, emit, block=True)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         ing.close()
@@ -462,6 +460,21 @@ def run(p: ScrapeParams, out: Path, sleep=None) -> dict:
 def _ready(entry) -> bool:
     task = entry[3]
     return isinstance(task, _Done) or task.done()
+
+
+def _emit_ready(window: list, emit, block: bool) -> None:
+    """Record every finished entry now (a kill then loses only photos still in flight); with
+    `block`, first wait until at least one has finished. The manifest's final order comes from
+    the listing (Ingest.finish), not from this completion order."""
+    if block and window and not any(_ready(e) for e in window):
+        wait([e[3] for e in window], return_when=FIRST_COMPLETED)
+    keep = []
+    for e in window:
+        if _ready(e):
+            emit(e)
+        else:
+            keep.append(e)
+    window[:] = keep
 
 
 def _decide(ing, ph: dict, item_id: str, fp: FlickrParams, min_side: int, allowed: set,
