@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterator
-
 from spidergan import images
 from spidergan.params import ScrapeParams
 
@@ -28,14 +26,15 @@ def item_id(rel: str) -> str:
     return "folder-" + hashlib.sha256(rel.encode("utf-8")).hexdigest()[:16]
 
 
-def walk(root: Path) -> Iterator[tuple[str, Path]]:
-    """(posix path relative to root, path) of every file under root, sorted, links not followed
-    into folders (no cycles)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
+def walk(root: Path) -> list[tuple[str, Path]]:
+    """(posix path relative to root, path) of every file under root, sorted by that relative
+    path; symbolic links to folders are not followed (no cycles)."""
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
             path = Path(dirpath) / name
-            yield path.relative_to(root).as_posix(), path
+            found.append((path.relative_to(root).as_posix(), path))
+    return sorted(found)
 
 
 def run(p: ScrapeParams, out: Path) -> dict:
@@ -46,9 +45,11 @@ def run(p: ScrapeParams, out: Path) -> dict:
         raise FolderError(f"scrape.folder.path {str(root)!r} is not a folder")
     root = root.resolve()
     out_resolved = Path(out).resolve()
+    files = walk(root)
     ing = Ingest(out, p, "folder", desc=f"scrape folder {root.name}")
+    ing.bar.total = len(files)
     try:
-        for rel, path in walk(root):
+        for rel, path in files:
             if out_resolved in path.resolve().parents:
                 continue  # importing data/raw into itself would loop forever
             iid = item_id(rel)
