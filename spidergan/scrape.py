@@ -29,6 +29,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -42,6 +43,7 @@ from spidergan.params import ScrapeParams
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".tmp", ".part")
+SYNC_EVERY_S = 1.0
 COUNT_KEYS = ("listed", "downloaded", "written", "skipped_existing", "skipped", "rejected",
               "failed", "images")
 
@@ -104,8 +106,12 @@ class Ingest:
         self._seen: set[str] = set()
         self._records: dict[str, dict] = {}
         self._rejects: dict[str, dict] = {}
-        self._man = manifest.Appender(self.out / "manifest.jsonl")
-        self._rej = manifest.Appender(self.out / "rejects.jsonl")
+        # each line is flushed to the OS at once (a killed process loses nothing written);
+        # the fsync against power loss is batched, at most SYNC_EVERY_S apart, since one fsync
+        # per photo would serialise the download pool on the disk
+        self._man = manifest.Appender(self.out / "manifest.jsonl", fsync=False)
+        self._rej = manifest.Appender(self.out / "rejects.jsonl", fsync=False)
+        self._synced = time.monotonic()
         self.bar = tqdm(desc=desc or f"scrape {source}", unit="img", total=None)
 
     # ---------------------------------------------------------------- writing one image
@@ -201,6 +207,11 @@ class Ingest:
         self._tick()
 
     def _tick(self) -> None:
+        now = time.monotonic()
+        if now - self._synced >= SYNC_EVERY_S:
+            self._man.sync()
+            self._rej.sync()
+            self._synced = now
         self.bar.update(1)
         c = self.counts
         self.bar.set_postfix(listed=c["listed"], downloaded=c["downloaded"],

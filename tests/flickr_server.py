@@ -224,6 +224,9 @@ def fail(code: int, message: str) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as with the real servers
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # delayed ACKs would add ~40 ms to every reply and swamp the latency being modelled
+    disable_nagle_algorithm = True
     fs: FlickrServer
 
     def log_message(self, *args):  # quiet: the test log is self.fs.log

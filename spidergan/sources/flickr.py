@@ -355,6 +355,16 @@ class Downloader:
             s.close()
 
 
+class _Licences:
+    """The licence table, fetched in the background; `get` waits for it on first use."""
+
+    def __init__(self, future: Future):
+        self._future = future
+
+    def get(self, lic: int, default=None):
+        return self._future.result().get(lic, default)
+
+
 class _Done:
     """A decision made without a download (reuse, skip), queued to keep the output order.
     `eligible`: it counts toward `limit` (an image kept or known bad, not a filtered one)."""
@@ -371,16 +381,18 @@ def run(p: ScrapeParams, out: Path, sleep=None) -> dict:
     fp = p.flickr
     secrets = credentials()
     client = Client(secrets, fp, sleep=sleep)
+    pool = ThreadPoolExecutor(max_workers=fp.concurrency, thread_name_prefix="flickr-dl")
     try:
         group_id = resolve_group(client, fp.group) if fp.group else None
-        lic_table = licenses(client)
+        # the licence names arrive while the first page is listed
+        lic_table = _Licences(pool.submit(licenses, client))
         allowed = set(fp.licenses)
         ing = Ingest(out, p, "flickr", desc="scrape flickr")
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
         client.close()
         raise
     dl = Downloader(fp, sleep=sleep)
-    pool = ThreadPoolExecutor(max_workers=fp.concurrency, thread_name_prefix="flickr-dl")
     window: list = []  # decided or in flight, not yet recorded
     stats: dict = {}
 
