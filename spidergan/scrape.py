@@ -29,6 +29,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Iterable
@@ -235,6 +236,9 @@ class Ingest:
             rel = f"images/{f.name}"
             if f.is_file() and rel not in keep:
                 f.unlink()
+        if self.source != "synthetic":  # ground truth of an earlier synthetic run is stale
+            shutil.rmtree(self.out / "truth", ignore_errors=True)
+            (self.out / "truth.jsonl").unlink(missing_ok=True)
         self.counts["images"] = len(records)
         counts = dict(self.counts)
         counts["reasons"] = dict(sorted(self.reasons.items()))

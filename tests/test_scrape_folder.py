@@ -165,3 +165,10 @@ def test_synthetic_goes_through_the_same_ingest(tmp_path, monkeypatch):
     scrape.run(p2, seed=0, out=out, metrics_path=None)
     assert [r["id"] for r in manifest.read(out / "manifest.jsonl")] == ["syn-000000"]
     assert sorted(p.name for p in (out / "truth").iterdir()) == ["syn-000000.png"]
+    # switching the source keeps nothing of the synthetic run (ground truth included)
+    photos = tmp_path / "photos"
+    save(photos / "x.png", textured(90, 70))
+    scrape.run(folder_params(photos), seed=0, out=out, metrics_path=None)
+    assert [r["source"] for r in manifest.read(out / "manifest.jsonl")] == ["folder"]
+    assert len(list((out / "images").iterdir())) == 1
+    assert not (out / "truth").exists() and not (out / "truth.jsonl").exists()
