@@ -24,7 +24,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from flickr_server import FlickrServer, jpeg  # noqa: E402
 
-from spidergan import env, images, params, scrape  # noqa: E402
+from spidergan import env, images, ingest, params, scrape  # noqa: E402
 from spidergan.sources import flickr  # noqa: E402
 
 GID = "32591745@N00"
@@ -55,7 +55,7 @@ def sequential(out: Path) -> int:
     p = scrape_params(1)
     client = flickr.Client(flickr.credentials(), p.flickr)
     dl = flickr.Downloader(p.flickr)
-    ing = scrape.Ingest(out, p, "flickr", desc="baseline")
+    ing = ingest.Ingest(out, p, "flickr", desc="baseline")
     for ph in flickr.iter_photos(client, p.flickr, GID):
         item_id = f"flickr-{ph['id']}"
         ing.listed(item_id)

@@ -7,7 +7,7 @@ consumer key and the signature (so a wrong key or secret fails as Flickr fails),
 methods the scraper uses, and serves the photo files itself at /img/<id>_<size>.jpg.
 
 Faults are scripted per API method or per photo, consumed one per request: an HTTP status
-(500, 429, ...), "drop" (for images: headers and half the body, then the connection closes;
+(500, 429, ...), "hang" (answer after `hang_s`, past the client's timeout), "drop" (for images: headers and half the body, then the connection closes;
 for API calls: the connection closes without a reply). `latency` adds a delay to every request,
 `image_delay` pauses image bodies halfway. Every request is logged for assertions.
 """
@@ -81,7 +81,8 @@ class FlickrServer:
         self.groups: dict[str, list[str]] = {}
         self.group_urls: dict[str, str] = {}
         self.faults: dict[tuple, list] = {}
-        self.gone: set[str] = set()  # photo ids whose files answer 404 (deleted since listing)
+        self.gone: set[str] = set()
+        self.hang_s = 1.0  # how long a scripted "hang" stalls before answering normally  # photo ids whose files answer 404 (deleted since listing)
         self.log: list[dict] = []
         self._lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
@@ -134,7 +135,7 @@ class FlickrServer:
 
     def start(self) -> "FlickrServer":
         handler = type("Handler", (_Handler,), {"fs": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="fake-flickr",
                                        daemon=True)
@@ -222,6 +223,11 @@ def fail(code: int, message: str) -> dict:
     return {"stat": "fail", "code": code, "message": message}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a client that timed out or dropped us: expected in these tests
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as with the real servers
     # headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
@@ -250,6 +256,9 @@ class _Handler(BaseHTTPRequestHandler):
         if action is None:
             return False
         self._record(kind, name, action)
+        if action == "hang":  # answer only after the client's timeout has passed
+            time.sleep(self.fs.hang_s)
+            return False
         if action == "drop":
             if kind == "img":
                 self.send_response(200)

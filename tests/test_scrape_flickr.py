@@ -208,6 +208,30 @@ def test_transient_errors_are_retried(server, tmp_path):
     assert [r["status"] for r in server.requests("img", "1002")] == ["drop", 200]
 
 
+def test_timeouts_are_retried(server, tmp_path):
+    add_pool(server, 3)
+    server.hang_s = 0.6
+    server.fail("api", "flickr.groups.pools.getPhotos", "hang")
+    server.fail("img", "1001", "hang")
+    out = tmp_path / "raw"
+    counts = run(out, scrape_params(timeout_s=0.25))
+    assert len(check_output(out)) == 3 and counts["failed"] == 0
+    assert len(server.requests("img", "1001")) == 2
+    assert len(server.requests("api", "flickr.groups.pools.getPhotos")) == 2
+
+
+def test_cli_reports_setup_errors_without_traceback(server, tmp_path, monkeypatch, capsys):
+    from spidergan import cli
+
+    monkeypatch.delenv("FLICKR_API_KEY")
+    (tmp_path / "params.yaml").write_text(
+        "scrape:\n  source: flickr\n  flickr:\n    group: 1@N01\n")
+    rc = cli.main(["--params", str(tmp_path / "params.yaml"), "scrape",
+                   "--out", str(tmp_path / "raw"), "--metrics", str(tmp_path / "m.json")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "FLICKR_API_KEY" in err and "Traceback" not in err
+
+
 def test_persistent_failures_are_recorded_with_reason(server, tmp_path):
     add_pool(server, 4)
     server.fail("img", "1001", 500, 500, 500, 500)

@@ -26,8 +26,9 @@ from typing import Iterator
 import requests
 
 from spidergan import images
+from spidergan.ingest import Ingest, ScrapeError, write_attribution
 from spidergan.http import (Backoff, GaveUp, HTTPStatusError, RateLimiter, TransientError,
-                            check_status, is_transient, retry)
+                            check_status, retry)
 from spidergan.params import FlickrParams, ScrapeParams
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,11 @@ LICENSES = {
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # no honest photo at <= 16384 px is larger
 
 
-class FlickrSetupError(RuntimeError):
+class FlickrSetupError(ScrapeError):
     """The run cannot start: credentials missing or rejected, group unknown, bad query."""
 
 
-class FlickrAPIError(RuntimeError):
+class FlickrAPIError(ScrapeError):
     def __init__(self, method: str, code: int | None, message: str):
         super().__init__(f"{method} failed: Flickr error {code}: {message}")
         self.method = method
@@ -376,8 +377,6 @@ class _Done:
 
 def run(p: ScrapeParams, out: Path, sleep=None) -> dict:
     """The Flickr source into `out` (see spidergan.scrape for the layout and resume rules)."""
-    from spidergan.scrape import Ingest, write_attribution
-
     fp = p.flickr
     secrets = credentials()
     client = Client(secrets, fp, sleep=sleep)

@@ -13,12 +13,13 @@ import hashlib
 import os
 from pathlib import Path
 from spidergan import images
+from spidergan.ingest import Ingest, ScrapeError, sha256, write_attribution
 from spidergan.params import ScrapeParams
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
 
 
-class FolderError(RuntimeError):
+class FolderError(ScrapeError):
     pass
 
 
@@ -38,8 +39,6 @@ def walk(root: Path) -> list[tuple[str, Path]]:
 
 
 def run(p: ScrapeParams, out: Path) -> dict:
-    from spidergan.scrape import Ingest, sha256, write_attribution
-
     root = Path(p.folder.path).expanduser()
     if not root.is_dir():
         raise FolderError(f"scrape.folder.path {str(root)!r} is not a folder")
