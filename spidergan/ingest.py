@@ -100,12 +100,13 @@ class Ingest:
                     os.replace(tmp, target)
                 else:
                     atomic.write_bytes(target, data)
-                stored = data
+                stored_sha = source_sha
             else:
                 stored = images.encode(v)
                 atomic.write_bytes(target, stored)
+                stored_sha = sha256(stored)
             w, h = v.size
-            return Stored(rel, w, h, sha256(stored), source_sha, not v.keep_original)
+            return Stored(rel, w, h, stored_sha, source_sha, not v.keep_original)
         finally:
             if tmp is not None and tmp.exists():
                 tmp.unlink()

@@ -7,7 +7,7 @@ consumer key and the signature (so a wrong key or secret fails as Flickr fails),
 methods the scraper uses, and serves the photo files itself at /img/<id>_<size>.jpg.
 
 Faults are scripted per API method or per photo, consumed one per request: an HTTP status
-(500, 429, ...), "hang" (answer after `hang_s`, past the client's timeout), "drop" (for images: headers and half the body, then the connection closes;
+(500, 429, ...), None (answer normally: lets a later page fail), "hang" (answer after `hang_s`, past the client's timeout), "drop" (for images: headers and half the body, then the connection closes;
 for API calls: the connection closes without a reply). `latency` adds a delay to every request,
 `image_delay` pauses image bodies halfway. Every request is logged for assertions.
 """

@@ -216,7 +216,8 @@ def licenses(client: Client) -> dict[int, tuple[str, str]]:
         rsp = client.call("flickr.photos.licenses.getInfo")
         for lic in rsp["licenses"]["license"]:
             table[int(lic["id"])] = (lic.get("name", ""), lic.get("url", ""))
-    except (FlickrAPIError, KeyError, TypeError, ValueError) as e:
+    except (ScrapeError, KeyError, TypeError, ValueError) as e:
+        # not fatal: names only label the attribution; a bad key fails the listing anyway
         log.warning("licence names from the built-in table (%s)", e)
     return table
 
@@ -367,7 +368,7 @@ class _Licences:
 
 
 class _Done:
-    """A decision made without a download (reuse, skip), queued to keep the output order.
+    """A decision made without a download (reuse, skip), recorded like a finished download.
     `eligible`: it counts toward `limit` (an image kept or known bad, not a filtered one)."""
 
     def __init__(self, fn, eligible: bool):
@@ -454,10 +455,16 @@ def run(p: ScrapeParams, out: Path, sleep=None) -> dict:
         while window:
             _emit_ready(window, emit, block=True)
     except BaseException:
+        # keep what finished (the next run then skips it), cancel what has not started
         pool.shutdown(wait=True, cancel_futures=True)
-        ing.close()
-        dl.close()
-        client.close()
+        try:
+            for e in window:
+                if isinstance(e[3], _Done) or (e[3].done() and not e[3].cancelled()):
+                    emit(e)
+        finally:
+            ing.close()
+            dl.close()
+            client.close()
         raise
     pool.shutdown(wait=True)
     dl.close()
