@@ -66,17 +66,17 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class RateLimiter:
-    """Token bucket: at most `burst` calls at once, refilled at `calls_per_hour`/3600 per second.
+    """Token bucket: at most `burst` calls at once, then a steady rate.
 
-    Over any window of T seconds at most burst + rate*T calls pass, so an hour never sees more
-    than the budget plus the small burst (kept at 1% of the budget, at least 1).
+    Over any window of T seconds at most burst + rate*T calls pass; the rate is set so that this
+    is exactly `calls_per_hour` for T = one hour. The burst is 1% of the budget (at least 1).
     """
 
     def __init__(self, calls_per_hour: float, burst: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
-        self.rate = calls_per_hour / 3600.0
         self.burst = burst if burst is not None else max(1, int(calls_per_hour // 100))
+        self.rate = max(calls_per_hour - self.burst, 1) / 3600.0
         self._tokens = float(self.burst)
         self._clock = clock
         self._sleep = sleep
@@ -85,15 +85,15 @@ class RateLimiter:
         self.waited_s = 0.0
 
     def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                wait = (1.0 - self._tokens) / self.rate
+        """Take one call's token, sleeping until it is due. Callers reserve in turn (the balance
+        may go negative), so concurrent callers queue fairly and no loop spins on float error."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        if wait > 0:
             self.waited_s += wait
             self._sleep(wait)
 

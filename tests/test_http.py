@@ -31,12 +31,25 @@ def test_rate_limiter_keeps_the_hourly_budget():
     assert clock.t == 0  # the burst passes at once
     for _ in range(10):
         lim.acquire()
-    assert clock.t == pytest.approx(10.0, abs=1e-6)  # then one call a second
+    step = 3600 / (3600 - 3)  # burst + rate * 1 h == the hourly budget
+    assert clock.t == pytest.approx(10 * step, abs=1e-6)  # then about one call a second
     clock.t += 100  # idle: the bucket refills only up to the burst
     start = clock.t
     for _ in range(5):
         lim.acquire()
-    assert clock.t - start == pytest.approx(2.0, abs=1e-6)
+    assert clock.t - start == pytest.approx(2 * step, abs=1e-6)
+
+
+def test_rate_limiter_never_exceeds_the_budget_in_an_hour():
+    clock = FakeClock()
+    lim = RateLimiter(3600, clock=clock, sleep=clock.sleep)
+    n = 0
+    while True:
+        lim.acquire()
+        if clock.t > 3600:
+            break
+        n += 1
+    assert 3590 <= n <= 3600
 
 
 def test_default_burst_is_small():
