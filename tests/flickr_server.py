@@ -9,7 +9,7 @@ methods the scraper uses, and serves the photo files itself at /img/<id>_<size>.
 Faults are scripted per API method or per photo, consumed one per request: an HTTP status
 (500, 429, ...), None (answer normally: lets a later page fail), "hang" (answer after `hang_s`, past the client's timeout), "drop" (for images: headers and half the body, then the connection closes;
 for API calls: the connection closes without a reply). `latency` adds a delay to every request,
-`image_delay` pauses image bodies halfway. Every request is logged for assertions.
+`image_delay` (or `delays[photo id]`) pauses image bodies halfway. Every request is logged for assertions.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class FlickrServer:
         self.group_urls: dict[str, str] = {}
         self.faults: dict[tuple, list] = {}
         self.gone: set[str] = set()
-        self.hang_s = 1.0  # how long a scripted "hang" stalls before answering normally  # photo ids whose files answer 404 (deleted since listing)
+        self.hang_s = 1.0  # how long a scripted "hang" stalls before answering normally
+        self.delays: dict[str, float] = {}  # per photo id: overrides image_delay  # photo ids whose files answer 404 (deleted since listing)
         self.log: list[dict] = []
         self._lock = threading.Lock()
         self.httpd: ThreadingHTTPServer | None = None
@@ -239,6 +240,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _record(self, kind: str, name: str, status) -> None:
+        if getattr(self, "_hung", False):
+            self._hung = False
+            return
         with self.fs._lock:
             self.fs.log.append({"kind": kind, "name": name, "status": status, "t": time.time()})
 
@@ -258,6 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(kind, name, action)
         if action == "hang":  # answer only after the client's timeout has passed
             time.sleep(self.fs.hang_s)
+            self._hung = True  # the late answer is not logged again
             return False
         if action == "drop":
             if kind == "img":
@@ -315,7 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fault("img", pid, body, ph.content_type):
             return
         self._record("img", pid, 200)
-        if not self.fs.image_delay:
+        delay = self.fs.delays.get(pid, self.fs.image_delay)
+        if not delay:
             return self._send(200, body, ph.content_type)
         # trickle: half the body, a pause, the rest (a kill then lands mid-download)
         self.send_response(200)
@@ -324,5 +330,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body[: len(body) // 2])
         self.wfile.flush()
-        time.sleep(self.fs.image_delay)
+        time.sleep(delay)
         self.wfile.write(body[len(body) // 2:])
