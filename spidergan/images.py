@@ -125,13 +125,14 @@ def validate_bytes(data: bytes, *, min_side: int = 0,
     fmt = probe.format or ""
     mode = probe.mode
     try:
-        orientation = probe.getexif().get(0x0112, 1) if fmt in ("JPEG", "PNG") else 1
+        orientation = probe.getexif().get(0x0112, 1) if fmt in ("JPEG", "PNG", "MPO") else 1
     except Exception:  # a broken EXIF block is not a reason to reject the pixels
         orientation = 1
     rgb = load_rgb(data, min_side=min_side, max_pixels=max_pixels)
     keep = fmt in ("JPEG", "PNG") and mode == "RGB" and orientation in (None, 1) \
         and "transparency" not in probe.info
-    suffix = ".jpg" if fmt == "JPEG" else ".png"
+    # MPO (phone photos: a JPEG with extra frames appended) is stored as its first frame, JPEG
+    suffix = ".jpg" if fmt in ("JPEG", "MPO") else ".png"
     return Validated(rgb, fmt, keep, suffix)
 
 

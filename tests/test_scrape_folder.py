@@ -117,6 +117,10 @@ def test_validate_bytes_decides_keep_or_reencode():
     v = images.validate_bytes(buf.getvalue())
     assert not v.keep_original and v.image.mode == "RGB"
     assert Image.open(io.BytesIO(images.encode(v))).mode == "RGB"
+    mpo = io.BytesIO()  # phone photos: a JPEG with a second frame appended
+    textured(64, 48).save(mpo, format="MPO", save_all=True, append_images=[textured(64, 48, "L")])
+    v = images.validate_bytes(mpo.getvalue())
+    assert v.format == "MPO" and not v.keep_original and v.suffix == ".jpg"
     with pytest.raises(images.ImageRejected) as ei:
         images.validate_bytes(b"")
     assert ei.value.reason == "empty"
