@@ -54,8 +54,9 @@ class Stored:
 class Ingest:
     """The single way into `data/raw/`: validate, write atomically, record, or reject.
 
-    `store` is thread-safe (each id writes its own files); `accept`, `reject` and `reuse` are
-    called from one thread, in the source's order, which is the order of the final manifest.
+    `store` is thread-safe (each id writes its own files); the bookkeeping calls (`listed`,
+    `reusable`, `accept`, `reject`, `finish`) come from one thread. Records are appended as
+    they finish; the final manifest is in the order of the `listed` calls.
     """
 
     def __init__(self, out: Path, p: ScrapeParams, source: str, desc: str | None = None):

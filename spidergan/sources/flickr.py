@@ -428,7 +428,9 @@ def run(p: ScrapeParams, out: Path, sleep=None) -> dict:
         if res[3]:
             ing.counts["downloaded"] += 1
         if res[0] == "ok":
-            ing.accept(item_id, res[1], provenance(ph, size, lic_table))
+            pv = provenance(ph, size, lic_table)
+            pv["source_sha256"] = res[1].source_sha256  # differs from sha256 when re-encoded
+            ing.accept(item_id, res[1], pv)
         else:
             ing.reject(item_id, res[1], res[2], kind=res[0],
                        key=key if res[0] == "rejected" else None)
@@ -522,7 +524,8 @@ def _decide(ing, ph: dict, item_id: str, fp: FlickrParams, min_side: int, allowe
                                kind="skipped"), False)
     prev = ing.reusable(item_id, "source_url", url)
     if prev is not None:
-        pv = provenance(ph, size, lic_table)
+        pv = provenance(ph, size, lic_table)  # fresh metadata (title, owner name may change)
+        pv["source_sha256"] = prev["provenance"].get("source_sha256")
         rec = dict(prev, provenance=pv)
         return item_id, ph, size, done(lambda: ing.accept(item_id, None, pv, reused=True,
                                                           record=rec), True)
