@@ -21,7 +21,11 @@ def _cmd_scrape(args) -> int:
     from spidergan import scrape
 
     p = _load(args)
-    counts = scrape.run(p.scrape, seed=p.seed, out=args.out, metrics_path=args.metrics)
+    try:
+        counts = scrape.run(p.scrape, seed=p.seed, out=args.out, metrics_path=args.metrics)
+    except scrape.ScrapeError as e:  # credentials, unknown group, missing folder
+        print(f"spidergan scrape: {e}", file=sys.stderr)
+        return 1
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
