@@ -165,7 +165,7 @@ def test_planted_duplicates_are_perceptual_near_duplicates(items):
     rng = np.random.default_rng(0)
     plain = [it for it in items if not it.dup_group]
     rand = [h(plain[i]) - h(plain[j]) for i, j in rng.integers(0, len(plain), (60, 2)) if i != j]
-    assert max(planted) <= 14, planted
+    assert max(planted) <= 16, planted
     assert np.median(planted) <= 8, planted
     assert np.median(rand) >= 24, rand
     # a dedup threshold between the two exists: almost no random pair is that close
