@@ -228,25 +228,33 @@ def _detail(rng, h, w, amount: float) -> np.ndarray:
 def _bg_bark(rng, h, w, light):
     """Furrowed bark: raised plates split by deep, dark, mostly vertical furrows, with
     cross-cracks, rough plate surfaces and lichen."""
-    vertical = rng.random() < 0.8
+    vertical = rng.random() < 0.9
     if not vertical:
         h, w = w, h
         light = light[[1, 0, 2]]
-    stretch = rng.uniform(0.12, 0.3)
-    n1 = _fbm(rng, h, w, rng.uniform(30, 70), octaves=4, gain=0.5, aspect=stretch)
+    stretch = rng.uniform(0.08, 0.25)
     n2 = _fbm(rng, h, w, rng.uniform(6, 14), octaves=3, aspect=0.6)
-    n3 = _fbm(rng, h, w, rng.uniform(15, 30), octaves=3, aspect=1 / stretch * 0.5)
     # plates are the regions where n1 is above a level; below it, deep fissures whose width
     # varies along their length (regions, not lines, or the bark reads as an engraving)
-    level = rng.uniform(-0.9, -0.3)
-    field = n1 + n3 * np.float32(0.15) + n2 * np.float32(0.08)
-    plate = _smooth(field, level - 0.12, level + 0.25)
+    if rng.random() < 0.65:
+        # a connected network of long fissures along the zero crossings of the stretched
+        # noise, wide and flat-bottomed where the noise changes slowly
+        smooth_field = _fbm(rng, h, w, rng.uniform(25, 60), octaves=2, gain=0.35, aspect=stretch)
+        smooth_field += n2 * np.float32(0.05)
+        wdt = rng.uniform(0.2, 0.4)
+        plate = _smooth(np.abs(smooth_field), wdt * 0.45, wdt * 1.2)
+    else:
+        n1 = _fbm(rng, h, w, rng.uniform(30, 70), octaves=4, gain=0.5, aspect=stretch)
+        n3 = _fbm(rng, h, w, rng.uniform(15, 30), octaves=3, aspect=1 / stretch * 0.5)
+        field = n1 + n3 * np.float32(0.15) + n2 * np.float32(0.08)
+        level = rng.uniform(-0.9, -0.3)
+        plate = _smooth(field, level - 0.12, level + 0.25)
     height = plate * np.float32(1.2) + np.float32(0.3) * n2
     shade = _relief(height, light, rng.uniform(0.4, 0.7))
     shade *= np.float32(0.25) + np.float32(0.75) * plate                              # fissures in shadow
     shade *= _detail(rng, h, w, rng.uniform(0.1, 0.2))
-    dark = _jitter(rng, [(0.12, 0.08, 0.05), (0.1, 0.09, 0.08), (0.15, 0.1, 0.06)][rng.integers(3)])
-    lite = _jitter(rng, [(0.42, 0.36, 0.29), (0.38, 0.35, 0.31), (0.5, 0.45, 0.38), (0.45, 0.32, 0.22)][rng.integers(4)])
+    dark = _jitter(rng, [(0.12, 0.08, 0.05), (0.1, 0.09, 0.08), (0.15, 0.1, 0.06)][rng.integers(3)], 0.05)
+    lite = _jitter(rng, [(0.42, 0.36, 0.29), (0.38, 0.35, 0.31), (0.5, 0.45, 0.38), (0.45, 0.34, 0.24)][rng.integers(4)], 0.05)
     img = _lerp3(dark, lite, np.clip(plate * np.float32(0.8) + np.float32(0.12) * n2 + np.float32(0.1), 0, 1))
     if rng.random() < 0.6:   # lichen / moss on the plates
         lich = _smooth(_fbm(rng, h, w, rng.uniform(30, 80), octaves=4), 0.5, 1.1) * plate
@@ -280,7 +288,7 @@ def _bg_litter(rng, h, w, light):
     tilt = np.full((hh, ww), 0.8, np.float32)
     shadow = np.zeros((hh, ww), np.float32)
     size = rng.uniform(55, 110) / f
-    n = int(hh * ww / (size * size) * 2.0) + 4
+    n = int(hh * ww / (size * size) * 1.7) + 4
     palette = [(0.55, 0.36, 0.18), (0.42, 0.26, 0.13), (0.65, 0.5, 0.3), (0.35, 0.3, 0.18),
                (0.5, 0.45, 0.25), (0.3, 0.2, 0.12), (0.6, 0.55, 0.4), (0.4, 0.42, 0.2),
                (0.7, 0.45, 0.15)]
@@ -556,9 +564,11 @@ def _spider_model(rng: np.random.Generator, kind: str):
 def _ellipsoid_pattern(e: _Ellipsoid, s: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Colour of a body part at normalised coordinates s (along, +1 front) and t (across)."""
     base, dark, light = (np.asarray(c, np.float32) for c in e.colors)
+    p = e.pattern
+    if p == "plain":
+        return _lerp3(base, dark, _smooth(-s, -0.2, 1.0) * 0.35)
     r = np.random.default_rng(e.seed)
     at = np.abs(t)
-    p = e.pattern
     if p == "stripe":            # light median band (wolf spiders' heart mark)
         w = 1 - _smooth(at, 0.18, 0.3)
         return _lerp3(base, light, w * 0.7)
@@ -616,9 +626,10 @@ def _draw_ellipsoid(C: np.ndarray, A: np.ndarray, e: _Ellipsoid, light: np.ndarr
                     grain: np.ndarray | None) -> None:
     """Per-pixel shaded ellipsoid composited (premultiplied 'over') into C/A, in place."""
     H, W = A.shape
-    r = max(e.hl, e.hw) + 2
-    x0, x1 = max(0, int(e.cx - r)), min(W, int(e.cx + r) + 2)
-    y0, y1 = max(0, int(e.cy - r)), min(H, int(e.cy + r) + 2)
+    rx = math.hypot(e.hl * e.ax, e.hw * e.ay) + 2.5     # bounds of the rotated ellipse
+    ry = math.hypot(e.hl * e.ay, e.hw * e.ax) + 2.5
+    x0, x1 = max(0, int(e.cx - rx)), min(W, int(e.cx + rx) + 2)
+    y0, y1 = max(0, int(e.cy - ry)), min(H, int(e.cy + ry) + 2)
     if x1 <= x0 or y1 <= y0:
         return
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] - e.cx
@@ -961,7 +972,7 @@ def _draw_web(img: np.ndarray, rng, cx: float, cy: float, light) -> None:
 
 # =========================================================================== scene
 def _image_size(rng, p: SyntheticParams) -> tuple[int, int]:
-    long = int(rng.integers(max(p.min_size, int(p.max_size * 0.75)), p.max_size + 1))
+    long = int(rng.integers(max(p.min_size, int(p.max_size * 0.6)), p.max_size + 1))
     aspect = float(rng.choice([1.0, 1.25, 4 / 3, 1.5, 16 / 9])) * rng.uniform(0.98, 1.02)
     short = int(np.clip(round(long / aspect), p.min_size, long))
     return (long, short) if rng.random() < 0.7 else (short, long)
@@ -1018,8 +1029,8 @@ def render(p: SyntheticParams, seed: int, index: int):
             span = rng.uniform(28, 70)
         elif n_sp == 2:
             span = short * rng.uniform(0.28, 0.48)
-        else:
-            span = short * rng.uniform(0.35, 0.85)
+        else:   # macro framing: the spider usually fills much of the frame
+            span = short * (rng.uniform(0.55, 0.95) if rng.random() < 0.6 else rng.uniform(0.3, 0.55))
         rot = rng.uniform(0, 2 * math.pi)
         ext = _transform(_spider_extent(model), 1.0, rot, 0, 0)
         unit = span / float(np.max(np.ptp(_spider_extent(model), axis=0)))
@@ -1059,6 +1070,8 @@ def render(p: SyntheticParams, seed: int, index: int):
         wmap = np.clip((dist - short * rng.uniform(0.08, 0.25)) / (short * rng.uniform(0.3, 0.6)), 0, 1)
         wmap = cv2.resize(wmap, (W, H), interpolation=cv2.INTER_LINEAR)
         _blend_img(img, _blur(img, sig), wmap)
+    if bgname == "far" and rng.random() < 0.35:
+        img *= np.float32(rng.uniform(0.06, 0.3))   # flash at night: the far background falls dark
     if fl["web"]:
         _draw_web(img, rng, focus[0], focus[1], light)
 
@@ -1086,15 +1099,15 @@ def render(p: SyntheticParams, seed: int, index: int):
     grad = 1 + rng.uniform(0, 0.25) * (nx * light[0] + ny * light[1])
     gain = cv2.resize((vig * grad).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
     expo = rng.uniform(0.7, 1.15)
-    wb = np.array([rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.88, 1.1)], np.float32) * np.float32(expo)
-    img *= cv2.merge([gain * wb[0], gain * wb[1], gain * wb[2]])
+    wb = np.array([rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.88, 1.1)]) * expo
+    img *= _gray3(gain)
     np.maximum(img, 0, out=img)
-    # shot noise grows with the signal: sigma ~ iso * sqrt(level)
-    iso = np.float32(rng.uniform(0.005, 0.03))
-    img += cv2.multiply(_window(rng, _tiles()[1], H, W), cv2.sqrt(img + np.float32(0.0004))) * iso
-    # gamma 2 by sqrt, then the rest of the tone curve as an 8-bit LUT
-    np.maximum(img, 0, out=img)
-    out = cv2.LUT(cv2.convertScaleAbs(cv2.sqrt(img), alpha=255), _tone_lut(rng))
+    # gamma 2 by sqrt. The sqrt is variance-stabilising for shot noise, so sensor noise of
+    # constant sigma added after it behaves like noise growing with the square root of the
+    # signal before it. White balance, exposure and the rest of the tone curve: one LUT.
+    g = cv2.sqrt(img)
+    g += _window(rng, _tiles()[1], H, W) * np.float32(rng.uniform(0.004, 0.016))
+    out = cv2.LUT(cv2.convertScaleAbs(g, alpha=255), _tone_lut(rng, wb))
     if rng.random() < 0.3:                       # lens softness
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.8))
     q = int(rng.integers(p.jpeg_quality_min, p.jpeg_quality_max + 1))
@@ -1102,14 +1115,15 @@ def render(p: SyntheticParams, seed: int, index: int):
     return out, mask, objects, q, info
 
 
-def _tone_lut(rng) -> np.ndarray:
-    """8-bit LUT on sqrt-encoded values: the rest of a gamma of 2.0-2.4 and an S-curve."""
-    x = np.linspace(0, 1, 256, dtype=np.float32)
+def _tone_lut(rng, wb) -> np.ndarray:
+    """Per-channel 8-bit LUT on sqrt-encoded values: white balance and exposure (gains on the
+    linear values), the rest of a gamma of 2.0-2.4 and an S-curve. Shape 256x1x3."""
+    x = np.linspace(0, 1, 256, dtype=np.float64)[:, None] * np.sqrt(np.asarray(wb))[None, :]
     g = rng.uniform(2.0, 2.4)
-    y = x ** (2 / g)
+    y = np.minimum(x, 1.0) ** (2 / g)
     c = rng.uniform(0.25, 0.8)                  # S-curve contrast
     y = y + c * (y - 0.5) * (1 - np.abs(2 * y - 1)) * 0.5
-    return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
 
 def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> list | None:
