@@ -1029,6 +1029,8 @@ def render(p: SyntheticParams, seed: int, index: int):
             span = rng.uniform(28, 70)
         elif n_sp == 2:
             span = short * rng.uniform(0.28, 0.48)
+        elif fl["distractor"]:   # leave room for the distractor
+            span = short * rng.uniform(0.3, 0.55)
         else:   # macro framing: the spider usually fills much of the frame
             span = short * (rng.uniform(0.55, 0.95) if rng.random() < 0.6 else rng.uniform(0.3, 0.55))
         rot = rng.uniform(0, 2 * math.pi)
@@ -1046,8 +1048,10 @@ def render(p: SyntheticParams, seed: int, index: int):
     placed = []
     for pl in plans:
         pos = _place(rng, W, H, pl[5], taken)
-        if pos is None and pl[0] == "spider":      # shrink until it fits
+        if pos is None:                             # shrink until it fits
             for _ in range(4):
+                if pl[0] != "spider" and pl[3] * 0.7 < 24:
+                    break
                 pl = pl[:3] + (pl[3] * 0.7, pl[4], (pl[5][0] * 0.7, pl[5][1] * 0.7), pl[6] * 0.7)
                 pos = _place(rng, W, H, pl[5], taken)
                 if pos is not None:
