@@ -691,24 +691,27 @@ def _limb_colors(color, dark, lite) -> dict:
 def _draw_limbs(CA: np.ndarray, limbs: list, cols: dict, light: np.ndarray, hairy: float, rng) -> None:
     """Jointed limbs, each a list of joints with a thickness per joint, as tapered, shaded,
     antialiased segments on an RGBA uint8 canvas (colour premultiplied, so antialiased drawing
-    is 'over' compositing), in the given order; setae for hairy spiders. Thick femora and
-    tibiae are split in two so they taper; banded limbs get a dark distal ring per segment.
+    is 'over' compositing), in the given order; setae for hairy spiders; banded limbs get a
+    dark ring at the end of each segment.
     All geometry is computed with numpy first; the loop only hands tuples to cv2."""
     A_, B_, T_, D_ = [], [], [], []
     for pts, th, band in limbs:
+        # one piece per segment, tapering from segment to segment (splitting a segment to
+        # taper it within would show as a false joint)
         n = len(pts) - 1
-        split = (np.arange(n) % 2 == 0) & (np.arange(n) < 3) & (th[:-1] >= 5)
-        k = np.repeat(np.arange(n), np.where(split, 2, 1))
-        first = np.ones(len(k), bool)
-        first[1:] = k[1:] != k[:-1]
-        sub = np.where(split[k], 2, 1)
-        f0 = np.where(first, 0.0, 0.5)
-        f1 = np.where(sub == 2, f0 + 0.5, 1.0)
-        seg = pts[k + 1] - pts[k]
-        A_.append(pts[k] + seg * f0[:, None])
-        B_.append(pts[k] + seg * f1[:, None])
-        T_.append(th[k] + (th[k + 1] - th[k]) * ((f0 + f1) / 2))
-        D_.append(np.full(len(k), band) & ((sub == 1) | ~first))
+        a, b, t = pts[:-1], pts[1:], (th[:-1] + th[1:]) / 2
+        if band:   # annulated legs: a dark ring over the distal quarter of each segment
+            ring = a + (b - a) * 0.72
+            a = np.stack([a, ring], 1).reshape(-1, 2)
+            b = np.stack([b, b], 1).reshape(-1, 2)
+            t = np.repeat(t, 2)
+            d = np.tile([False, True], n)
+        else:
+            d = np.zeros(n, bool)
+        A_.append(a)
+        B_.append(b)
+        T_.append(t)
+        D_.append(d)
     a, b, t, dk = np.concatenate(A_), np.concatenate(B_), np.concatenate(T_), np.concatenate(D_)
     tw = np.maximum(1, np.rint(t)).astype(int)
     lxy = -np.asarray(light[:2], np.float64)
@@ -801,7 +804,8 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
         return (_transform(pts, unit, rot, cx, cy) - off) * ss + (ss - 1) / 2
 
     CA = np.zeros((Hs, Ws, 4), np.uint8)
-    band = rng.random() < (0.8 if kind in ("orb", "argiope", "house", "wolf") else 0.3)
+    band = rng.random() < {"orb": 0.8, "argiope": 1.0, "house": 0.6, "wolf": 0.6, "widow": 0.0,
+                           "cellar": 0.2}.get(kind, 0.3)
     leg_col = _jitter(rng, base * 0.8 + lite * 0.2 if band else base, 0.05)
     if kind == "argiope":
         leg_col = _jitter(rng, dark * 0.3 + np.float32([0.5, 0.4, 0.25]) * tone, 0.05)
