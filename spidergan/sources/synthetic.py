@@ -1114,7 +1114,7 @@ def render(p: SyntheticParams, seed: int, index: int):
     # constant sigma added after it behaves like noise growing with the square root of the
     # signal before it. White balance, exposure and the rest of the tone curve: one LUT.
     g = cv2.sqrt(img)
-    g += _window(rng, _tiles()[1], H, W) * np.float32(rng.uniform(0.004, 0.016))
+    cv2.scaleAdd(_window(rng, _tiles()[1], H, W), rng.uniform(0.004, 0.016), g, dst=g)
     out = cv2.LUT(cv2.convertScaleAbs(g, alpha=255), _tone_lut(rng, wb))
     if rng.random() < 0.3:                       # lens softness
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.8))
