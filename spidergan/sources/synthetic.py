@@ -469,7 +469,7 @@ _KINDS = {
     "widow": dict(ceph=0.33, cw=0.75, aw=0.95, leg=1.5, thick=0.7, hairy=0.0, gloss=1.0,
                   abd=("redmark", "plain"), cph=("plain",),
                   pal=[((0.04, 0.035, 0.03), (0.02, 0.02, 0.02), (0.7, 0.08, 0.05))]),
-    "cellar": dict(ceph=0.4, cw=0.9, aw=0.55, leg=4.5, thick=0.45, hairy=0.0,
+    "cellar": dict(ceph=0.4, cw=0.9, aw=0.55, leg=4.5, thick=0.6, hairy=0.0,
                    abd=("plain", "spots"), cph=("plain",),
                    pal=[((0.72, 0.65, 0.52), (0.5, 0.42, 0.32), (0.6, 0.52, 0.42))]),
     "crab": dict(ceph=0.45, cw=1.0, aw=1.0, leg=1.1, thick=1.0, hairy=0.2, crab=True,
@@ -778,11 +778,20 @@ def _spider_extent(model) -> np.ndarray:
 
 
 def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy: float,
-                   light: np.ndarray) -> _Patch:
+                   light: np.ndarray, surround: float | None = None) -> _Patch:
+    """A spider as a patch. `surround`: mean linear brightness of the background where it
+    sits; most spiders are then kept clearly lighter or darker than it (people photograph
+    spiders they can see), a few stay camouflaged."""
     k = _KINDS[kind]
     pal = k["pal"][rng.integers(len(k["pal"]))]
     # palettes are written as seen; the camera's gamma brightens mid-tones, so darken here
     tone = {"argiope": 0.8, "crab": 0.8, "cellar": 0.7}.get(kind, 0.55) * rng.uniform(0.8, 1.15)
+    push = rng.random() < 0.8
+    if surround is not None and push:
+        body = float(np.mean(pal[0])) * tone
+        ratio = body / max(surround, 1e-3)
+        if 1 / 1.8 < ratio < 1.8:        # too close to the background: darken, or lighten
+            tone *= 0.45 if surround > 0.12 or body > 0.35 else 2.2
     base = _jitter(rng, pal[0], 0.1, (0.8, 1.2)) * np.float32(tone)
     dark = _jitter(rng, pal[1], 0.1, (0.8, 1.2)) * np.float32(tone)
     lite = _jitter(rng, pal[2], 0.08, (0.85, 1.1)) * np.float32(tone ** 0.5)
@@ -1090,7 +1099,10 @@ def render(p: SyntheticParams, seed: int, index: int):
         kind = pl[0]
         if kind == "spider":
             ccx, ccy = cx - pl[6][0], cy - pl[6][1]
-            patch = _render_spider(rng, pl[1], pl[2], pl[3], pl[4], ccx, ccy, light)
+            r = max(8, int(pl[3] * 0.15))
+            near = img[max(0, int(cy) - r):int(cy) + r, max(0, int(cx) - r):int(cx) + r]
+            patch = _render_spider(rng, pl[1], pl[2], pl[3], pl[4], ccx, ccy, light,
+                                   surround=float(near.mean()) if near.size else None)
         elif kind == CATERPILLAR:
             patch = _render_caterpillar(rng, pl[3], pl[4], cx, cy, light)
         else:
