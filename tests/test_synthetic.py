@@ -212,3 +212,14 @@ def test_param_fractions_steer_the_special_cases():
     assert sum(sum(o.cls == "spider" for o in it.objects) == 2 for it in its) >= 40
     assert not any(it.kind["web"] for it in its)
     assert not any(o.cls != "spider" for it in its for o in it.objects)
+
+
+def test_draw_spider_on_any_image():
+    rng = np.random.default_rng(0)
+    bg = np.full((240, 320, 3), 170, np.uint8)
+    mask = np.zeros((240, 320), np.uint8)
+    box = synthetic.draw_spider(bg, rng, span=150, center=(160, 120), kind="wolf", mask=mask, label=3)
+    ys, xs = np.nonzero(mask == 3)
+    assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert 100 <= max(box[2] - box[0], box[3] - box[1]) <= 152
+    assert bg[mask == 3].mean() < 120 < bg[mask == 0].mean()        # a dark spider, drawn

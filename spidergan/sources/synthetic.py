@@ -978,9 +978,11 @@ def _draw_web(img: np.ndarray, rng, cx: float, cy: float, light) -> None:
         rings.append(np.round(pts * 16).astype(np.int32))
         r += step * rng.uniform(0.85, 1.15) * (1 + r / R * 0.5)
     cv2.polylines(layer, rings, True, 255, 1, cv2.LINE_AA, 4)
-    glint = np.clip(0.35 + 0.7 * _fbm(rng, h, w, rng.uniform(40, 120), octaves=2), 0.05, 1.0)
-    a = layer.astype(np.float32) * np.float32(rng.uniform(0.45, 0.8) / 255) * glint
-    _blend_col(img, (0.92, 0.92, 0.9), a)
+    # glints: threads catch the light in patches; smooth, so made at 1/8 resolution
+    gl = np.clip(0.35 + 0.7 * _fbm(rng, h // 8 + 1, w // 8 + 1, rng.uniform(5, 15), octaves=2), 0.05, 1.0)
+    gl = cv2.resize(gl, (w, h), interpolation=cv2.INTER_LINEAR)
+    a = cv2.multiply(layer, gl, dtype=cv2.CV_32F, scale=rng.uniform(0.3, 0.7) / 255)
+    img += _gray3(a)        # thin bright threads: adding light is close to 'over' in white
 
 
 # =========================================================================== scene
@@ -1171,13 +1173,15 @@ def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> lis
     np.minimum(shadow, 0.85, out=shadow)
     shadow = cv2.resize(shadow, (wb * 2, hb * 2), interpolation=cv2.INTER_LINEAR)
     X0, Y0 = patch.x0 - pad, patch.y0 - pad
+    # one pass: background * (1 - shadow) * (1 - coverage) + premultiplied colour
+    keep = 1 - shadow
+    keep[pad:pad + h, pad:pad + w] *= 1 - patch.A
 
     def darken(reg, sl):
-        reg *= _gray3(1 - shadow[sl])
-    _apply(img, X0, Y0, darken, shadow.shape)
+        reg *= _gray3(keep[sl])
+    _apply(img, X0, Y0, darken, keep.shape)
 
     def over(reg, sl):
-        reg *= _gray3(1 - patch.A[sl])
         reg += patch.C[sl]
     _apply(img, patch.x0, patch.y0, over, shape=(h, w))
     # mask: the object's coverage above threshold
@@ -1302,6 +1306,31 @@ def generate(p: SyntheticParams, seed: int) -> Iterator[SyntheticImage]:
         if item.dup_group and item.dup_of is None:
             cache[i] = item
         yield item
+
+
+def draw_spider(rgb: np.ndarray, rng: np.random.Generator, span: float, center: tuple,
+                rot: float | None = None, kind: str | None = None, mask: np.ndarray | None = None,
+                label: int = 1) -> list | None:
+    """Draw one spider (legs included, `span` pixels across) onto an existing uint8 RGB image,
+    in place, with its soft shadow; mark it in `mask` (uint8 label map) if given. Returns its
+    tight box [x0, y0, x1, y1] (x1/y1 exclusive), or None if it fell outside the image.
+    For tests and tools that need a spider on a background of their own."""
+    if kind is None:
+        kind = str(rng.choice(_KIND_NAMES, p=_KIND_WEIGHTS / _KIND_WEIGHTS.sum()))
+    if rot is None:
+        rot = float(rng.uniform(0, 2 * math.pi))
+    az = rng.uniform(0, 2 * math.pi)
+    light = np.array([0.5 * math.cos(az), 0.5 * math.sin(az), 0.75], np.float32)
+    model = _spider_model(rng, kind)
+    ext = _transform(_spider_extent(model), 1.0, rot, 0, 0)
+    unit = span / float(np.max(np.ptp(_spider_extent(model), axis=0)))
+    cen = (ext.max(0) + ext.min(0)) / 2 * unit
+    img = (rgb.astype(np.float32) * np.float32(1 / 255)) ** 2          # to linear
+    m = np.zeros(rgb.shape[:2], np.uint8) if mask is None else mask
+    patch = _render_spider(rng, kind, model, span, rot, center[0] - cen[0], center[1] - cen[1], light)
+    box = _composite(img, m, patch, label, light, on_web=False)
+    rgb[...] = cv2.convertScaleAbs(cv2.sqrt(np.maximum(img, 0)), alpha=255)
+    return box
 
 
 # =========================================================================== looking at it
