@@ -424,7 +424,8 @@ def _bg_far(rng, h, w, light):
     t = np.clip(0.5 + 0.35 * n1, 0, 1)
     img = np.where(t[..., None] < 0.5, _lerp3(a, b, t * 2), _lerp3(b, c, t * 2 - 1))
     img = img * np.clip(1 + 0.2 * n2, 0.3, 2)[..., None]
-    img = cv2.resize(img.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), rng.uniform(0.6, 1.5))   # smooth bokeh
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.6:   # bokeh discs from specular highlights
         disc = np.zeros((h, w), np.float32)
         r0 = rng.uniform(6, 22)
@@ -1130,8 +1131,12 @@ def render(p: SyntheticParams, seed: int, index: int):
     g = cv2.sqrt(img)
     cv2.scaleAdd(_window(rng, _tiles()[1], H, W), rng.uniform(0.004, 0.016), g, dst=g)
     out = cv2.LUT(cv2.convertScaleAbs(g, alpha=255), _tone_lut(rng, wb))
-    if rng.random() < 0.3:                       # lens softness
+    r = rng.random()
+    if r < 0.25:                                 # lens softness
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.8))
+    elif r < 0.65:                               # in-camera sharpening (unsharp mask)
+        k = rng.uniform(0.3, 0.9)
+        out = cv2.addWeighted(out, 1 + k, cv2.GaussianBlur(out, (0, 0), rng.uniform(0.8, 1.5)), -k, 0)
     q = int(rng.integers(p.jpeg_quality_min, p.jpeg_quality_max + 1))
     info = {"background": bgname, **fl, "spiders": [pl[1] for pl, _ in placed if pl[0] == "spider"]}
     return out, mask, objects, q, info
