@@ -498,16 +498,6 @@ class _Ellipsoid:
     seed: int
 
 
-@dataclass
-class _Leg:
-    pts: np.ndarray      # joints, (n, 2) image coords
-    thick: np.ndarray    # thickness at each joint (pixels)
-    band: bool
-    color: np.ndarray
-    dark: np.ndarray
-    light: np.ndarray
-
-
 def _spider_model(rng: np.random.Generator, kind: str):
     """Spider geometry in body units (body length 1, forward +x, right +y): legs (as joint
     polylines with thickness), pedipalps, and the ellipsoids of body, chelicerae and eyes."""
@@ -856,7 +846,6 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
         chx, chy = centre(model["ccx"] + model["cl"] * 0.47, side * model["cw"] * 0.12)
         _draw_ellipsoid(C, A, _Ellipsoid(chx, chy, model["cl"] * 0.14 * u, model["cw"] * 0.11 * u, ax, ay,
                                          "plain", (dark * 1.2, dark, lite), 0.6, 0.0, seed), light, None)
-    black = np.array([0.02, 0.02, 0.02], np.float32)
     if k.get("eyes") == "big":
         eyes = [(0.38, 0.15, 0.11), (0.38, -0.15, 0.11), (0.36, 0.33, 0.055), (0.36, -0.33, 0.055)]
     else:
@@ -1077,19 +1066,18 @@ def render(p: SyntheticParams, seed: int, index: int):
 
     # ---- depth of field: the focus plane passes through the first object
     focus = placed[0][1] if placed else (W / 2, H / 2)
-    if bgname == "far":
-        pass                                     # already defocused
-    elif fl["web"]:
-        img = _blur(img, rng.uniform(3, 8))      # surface well behind the web
-    elif rng.random() < 0.75:
-        sig = rng.uniform(2, 7)
-        tilt = rng.uniform(0, 2 * math.pi)
-        f = 8
-        gy, gx = np.mgrid[0:H // f + 1, 0:W // f + 1].astype(np.float32) * f
-        dist = np.abs((gx - focus[0]) * math.cos(tilt) + (gy - focus[1]) * math.sin(tilt))
-        wmap = np.clip((dist - short * rng.uniform(0.08, 0.25)) / (short * rng.uniform(0.3, 0.6)), 0, 1)
-        wmap = cv2.resize(wmap, (W, H), interpolation=cv2.INTER_LINEAR)
-        _blend_img(img, _blur(img, sig), wmap)
+    if bgname != "far":                          # (the far background is defocused already)
+        if fl["web"]:
+            img = _blur(img, rng.uniform(3, 8))  # surface well behind the web
+        elif rng.random() < 0.75:                # sharp near the subject, blurring away from it
+            sig = rng.uniform(2, 7)
+            tilt = rng.uniform(0, 2 * math.pi)
+            f = 8
+            gy, gx = np.mgrid[0:H // f + 1, 0:W // f + 1].astype(np.float32) * f
+            dist = np.abs((gx - focus[0]) * math.cos(tilt) + (gy - focus[1]) * math.sin(tilt))
+            wmap = np.clip((dist - short * rng.uniform(0.08, 0.25)) / (short * rng.uniform(0.3, 0.6)), 0, 1)
+            wmap = cv2.resize(wmap, (W, H), interpolation=cv2.INTER_LINEAR)
+            _blend_img(img, _blur(img, sig), wmap)
     if bgname == "far" and rng.random() < 0.35:
         img *= np.float32(rng.uniform(0.06, 0.3))   # flash at night: the far background falls dark
     if fl["web"]:
