@@ -1098,6 +1098,12 @@ def render(p: SyntheticParams, seed: int, index: int):
             patch = _render_caterpillar(rng, pl[3], pl[4], cx, cy, light)
         else:
             patch = _render_leaf(rng, pl[3], pl[4], cx, cy, light)
+        # light bounced off the surroundings tints the subject a little
+        r = max(8, int(pl[3] * 0.3))
+        near = img[max(0, int(cy) - r):int(cy) + r:4, max(0, int(cx) - r):int(cx) + r:4]
+        if near.size:
+            env = near.reshape(-1, 3).mean(0) + 1e-3
+            patch.C *= np.clip(env / env.mean(), 0.8, 1.25).astype(np.float32) ** np.float32(0.5)
         box = _composite(img, mask, patch, label, light, on_web=fl["web"] and kind == "spider")
         if box is not None:
             objects.append(SyntheticObject(kind, box, label))
