@@ -223,3 +223,12 @@ def test_draw_spider_on_any_image():
     assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
     assert 100 <= max(box[2] - box[0], box[3] - box[1]) <= 152
     assert bg[mask == 3].mean() < 120 < bg[mask == 0].mean()        # a dark spider, drawn
+
+
+def test_sizes_hold_for_duplicates_when_bounds_are_tight():
+    p = SyntheticParams(count=24, min_size=320, max_size=330, dup_fraction=0.5)
+    its = list(synthetic.generate(p, seed=3))
+    assert any(it.dup_of for it in its)
+    for it in its:
+        assert 320 <= min(it.size) and max(it.size) <= 330, (it.id, it.size)
+        assert _decode(it).shape[1::-1] == it.size

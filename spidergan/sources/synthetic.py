@@ -1270,10 +1270,14 @@ def _make_duplicate(p: SyntheticParams, seed: int, index: int, orig: SyntheticIm
     h, w = img.shape[:2]
     lo = max(p.min_size / min(h, w), 0.7)
     hi = min(p.max_size / max(h, w), 1.15)
-    s = float(rng.uniform(lo, hi)) if hi >= lo else hi
-    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    s = float(rng.uniform(lo, hi)) if hi >= lo else lo
+    nw, nh = max(1, int(math.ceil(w * s))), max(1, int(math.ceil(h * s)))
     img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    if max(nw, nh) > p.max_size:   # both size bounds could not hold by scaling: crop the excess
+        cx0, cy0 = (nw - min(nw, p.max_size)) // 2, (nh - min(nh, p.max_size)) // 2
+        nw, nh = min(nw, p.max_size), min(nh, p.max_size)
+        img, mask = img[cy0:cy0 + nh, cx0:cx0 + nw], mask[cy0:cy0 + nh, cx0:cx0 + nw]
     gain, bias = rng.uniform(0.85, 1.18), rng.uniform(-12, 12)
     img = cv2.convertScaleAbs(img, alpha=gain, beta=bias)
     q = int(rng.integers(p.jpeg_quality_min, p.jpeg_quality_max + 1))
