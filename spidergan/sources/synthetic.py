@@ -409,6 +409,51 @@ def _bg_wall(rng, h, w, light):
     return img
 
 
+def _bg_greenleaf(rng, h, w, light):
+    """The upper side of a living leaf filling the frame: midrib, secondary veins toward the
+    tip, a fine vein network, tone variation and a waxy sheen."""
+    pal = [(0.16, 0.32, 0.05), (0.24, 0.4, 0.09), (0.11, 0.24, 0.04), (0.32, 0.42, 0.1), (0.2, 0.3, 0.08)]
+    base = _jitter(rng, pal[rng.integers(len(pal))], 0.08, (0.8, 1.15))
+    n1 = _fbm(rng, h, w, rng.uniform(60, 150), octaves=3)
+    n2 = _fbm(rng, h, w, rng.uniform(5, 10), octaves=2)
+    net = np.exp(-np.square(n2 * np.float32(rng.uniform(6, 9))))          # fine vein network
+    veins = np.zeros((h, w), np.uint8)
+    ang = rng.uniform(0, 2 * math.pi)
+    ca, sa = math.cos(ang), math.sin(ang)
+    cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
+    L = 2 * (h + w)
+    cv2.line(veins, (int((cx - ca * L) * 16), int((cy - sa * L) * 16)), (int((cx + ca * L) * 16), int((cy + sa * L) * 16)),
+             255, int(rng.integers(4, 9)), cv2.LINE_AA, 4)
+    spacing = rng.uniform(45, 90)
+    spread = rng.uniform(0.6, 1.0)
+    for k in range(-int(L / spacing), int(L / spacing) + 1):
+        bx, by = cx + ca * k * spacing, cy + sa * k * spacing
+        if not (-w < bx < 2 * w and -h < by < 2 * h):
+            continue
+        for side in (-1, 1):
+            pts = [(bx, by)]
+            a = ang + side * spread
+            for i in range(int(1.5 * (h + w) / spacing) + 2):   # a gentle bend toward the tip
+                a -= side * (0.07 if i < 4 else 0.0)
+                pts.append((pts[-1][0] + math.cos(a) * spacing * 0.8, pts[-1][1] + math.sin(a) * spacing * 0.8))
+            cv2.polylines(veins, [np.round(np.array(pts) * 16).astype(np.int32)], False, 200,
+                          int(rng.integers(1, 3)), cv2.LINE_AA, 4)
+    v = cv2.GaussianBlur(veins, (0, 0), 0.8).astype(np.float32) * np.float32(1 / 255)
+    height = n1 * np.float32(0.4) - v * np.float32(1.2) - net * np.float32(0.1)
+    img = _lerp3(base * 0.75, np.minimum(base * 1.6 + np.float32([0.08, 0.06, 0.0]), 1),
+                 np.clip(np.float32(0.35) + np.float32(0.12) * n1 + v * np.float32(0.6) + net * np.float32(0.06), 0, 1))
+    shade = _relief(height, light, rng.uniform(0.3, 0.6)) * _detail(rng, h, w, 0.04)
+    _mul(img, shade)
+    # waxy cuticle: a broad soft highlight
+    f = 8
+    gy, gx = np.mgrid[0:h // f + 1, 0:w // f + 1].astype(np.float32) * f
+    hx, hy = rng.uniform(0, w), rng.uniform(0, h)
+    sheen = np.exp(-((gx - hx) ** 2 + (gy - hy) ** 2) / (2 * (rng.uniform(0.2, 0.5) * (h + w)) ** 2))
+    sheen = cv2.resize(sheen.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    _blend_col(img, (0.75, 0.8, 0.7), sheen * np.float32(rng.uniform(0.05, 0.25)))
+    return img
+
+
 def _bg_far(rng, h, w, light):
     """A far, strongly out-of-focus background (foliage, sky gaps): what sits behind a spider
     in its web. Already blurred by construction (drawn at low resolution)."""
@@ -438,7 +483,7 @@ def _bg_far(rng, h, w, light):
 
 
 BACKGROUNDS = {"bark": _bg_bark, "litter": _bg_litter, "soil": _bg_soil, "stone": _bg_stone,
-               "wall": _bg_wall, "far": _bg_far}
+               "wall": _bg_wall, "leaf": _bg_greenleaf, "far": _bg_far}
 
 
 # =========================================================================== spiders
@@ -1014,8 +1059,8 @@ def render(p: SyntheticParams, seed: int, index: int):
     if fl["web"]:
         bgname = "far" if rng.random() < 0.75 else str(rng.choice(["bark", "wall", "stone"]))
     else:
-        bgname = str(rng.choice(["bark", "litter", "soil", "stone", "wall", "far"],
-                                p=[0.3, 0.2, 0.14, 0.14, 0.17, 0.05]))
+        bgname = str(rng.choice(["bark", "litter", "soil", "stone", "wall", "leaf", "far"],
+                                p=[0.26, 0.17, 0.12, 0.12, 0.15, 0.13, 0.05]))
     img = BACKGROUNDS[bgname](rng, H, W, light)
 
     # ---- plan objects (placed without overlap so each label map region is one whole object)
