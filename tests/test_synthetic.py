@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
-import itertools
 
 import cv2
 import imagehash
