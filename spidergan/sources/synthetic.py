@@ -3,10 +3,14 @@
 Every image is drawn procedurally from `(seed, index)` alone, so a run is bit-for-bit
 reproducible and a larger `count` extends the same set. An image is built like a macro photo:
 
-    textured surface (bark, leaf litter, soil, stone, plaster) or a far, defocused background
-    -> optional orb web -> soft contact shadows -> objects (spiders, caterpillars, leaves)
-    drawn supersampled with per-pixel shading -> depth of field -> light falloff, vignetting,
-    white balance, tone curve, sensor noise -> JPEG.
+    textured surface (bark, leaf litter, green leaf, soil, stone, plaster) or a far, defocused
+    background -> depth of field -> optional orb web -> per object: soft shadow, then the
+    object (spider legs drawn supersampled, bodies shaded per pixel) -> light falloff,
+    vignetting, white balance, tone curve, sensor noise, softness or sharpening -> JPEG.
+
+Item i uses only `np.random.default_rng([seed, i])` (plus fixed noise tiles made once from a
+constant seed); which items are originals and which are their duplicates is planned per block
+of 16 indices from `(seed, block)`, and a duplicate re-renders (or reuses) its original.
 
 Ground truth per image: a label map (0 background, k = object k), one record per object with
 class and tight box (x1/y1 exclusive, legs included), and duplicate groups: some images get
