@@ -58,7 +58,11 @@ def _cmd_synthetic_sample(args) -> int:
     seed = p.seed if args.seed is None else args.seed
     sheet = synthetic.sample_grid(dataclasses.replace(sp, count=args.count), seed, count=args.count,
                                   cols=args.cols, cell=args.cell, boxes=args.boxes)
-    atomic.save_image(args.out, Image.fromarray(sheet))
+    im = Image.fromarray(sheet)
+    png = str(args.out).lower().endswith(".png")
+    if args.palette and png:   # 256-colour PNG: a third of the size, for docs
+        im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+    atomic.save_image(args.out, im, **({"optimize": True} if png else {}))
     print(f"wrote {args.out}: {args.count} synthetic images (seed {seed})")
     return 0
 
@@ -109,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", type=int, default=256, help="cell size in pixels")
     s.add_argument("--seed", type=int, default=None, help="default: params.yaml's seed")
     s.add_argument("--boxes", action="store_true", help="draw the ground-truth boxes")
+    s.add_argument("--palette", action="store_true", help="256-colour PNG (smaller file)")
     s.add_argument("--out", default="synthetic_sample.png")
     s.set_defaults(func=_cmd_synthetic_sample)
 
