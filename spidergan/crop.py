@@ -66,7 +66,9 @@ def extract_square(img: Image.Image, box, size: int, pad: str = "reflect",
     if ix0 >= ix1 or iy0 >= iy1:
         if pad == "reflect":
             raise ValueError(f"box {box} does not overlap the {w}x{h} image")
-        part = Image.new(img.mode, (side, side), fill)
+        bands = len(img.getbands())
+        color = (fill,) * bands if bands > 1 and not isinstance(fill, tuple) else fill
+        part = Image.new(img.mode, (side, side), color)
     else:
         part = img.crop((ix0, iy0, ix1, iy1))
         if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
