@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ LANCZOS = Image.Resampling.LANCZOS
 PHASH_HIGHFREQ = 4  # imagehash's highfreq_factor default
 FAST_OVERSAMPLE = 2
 DEFAULT_MAX_BYTES = 256 * 2**20
+CHUNK_PAIRS = 2**20
 
 
 def n_bits(hash_size: int) -> int:
@@ -233,20 +235,48 @@ def _as_words(h: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(h)
 
 
-def distance_block(q: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """All Hamming distances between packed rows q (a, W) and r (b, W): (a, b) uint8/uint16."""
+def distance_block(q: np.ndarray, r: np.ndarray, scratch: dict | None = None) -> np.ndarray:
+    """All Hamming distances between packed rows q (a, W) and r (b, W): (a, b) uint8/uint16.
+
+    `scratch` (a dict kept per thread) lends reusable buffers: fresh multi-megabyte temporaries
+    per chunk would cost page faults comparable to the arithmetic itself.
+    """
     words = q.shape[1]
+    shape = (len(q), len(r))
+    dtype = np.uint8 if words * 64 < 256 else np.uint16
+    x = _buffer(scratch, "xor", shape, np.uint64)
     if words == 1:
-        return np.bitwise_count(np.bitwise_xor(q[:, 0, None], r[None, :, 0]))
-    acc = np.zeros((len(q), len(r)), dtype=np.uint8 if words * 64 < 256 else np.uint16)
+        np.bitwise_xor(q[:, 0, None], r[None, :, 0], out=x)
+        return np.bitwise_count(x, out=_buffer(scratch, "dist", shape, np.uint8))
+    acc = np.zeros(shape, dtype=dtype)
+    c = _buffer(scratch, "count", shape, np.uint8)
     for w in range(words):
-        acc += np.bitwise_count(np.bitwise_xor(q[:, w, None], r[None, :, w]))
+        np.bitwise_xor(q[:, w, None], r[None, :, w], out=x)
+        acc += np.bitwise_count(x, out=c)
     return acc
 
 
+def _buffer(scratch: dict | None, name: str, shape: tuple, dtype) -> np.ndarray:
+    if scratch is None:
+        return np.empty(shape, dtype=dtype)
+    size = shape[0] * shape[1]
+    buf = scratch.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = scratch[name] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
 def _rows_per_chunk(n_cols: int, max_bytes: int, workers: int, per_pair: int) -> int:
-    budget = max(1, max_bytes // workers)
-    return int(max(1, min(4096, budget // max(1, n_cols * per_pair))))
+    """Query rows per chunk: about CHUNK_PAIRS pairs, so the temporaries stay in cache (a few MB;
+    measured fastest), and never more than the memory bound allows."""
+    budget = max(1, max_bytes // workers) // max(1, n_cols * per_pair)
+    return int(max(1, min(budget, max(1, CHUNK_PAIRS // max(1, n_cols)))))
+
+
+def _scratch(local: threading.local) -> dict:
+    if not hasattr(local, "scratch"):
+        local.scratch = {}
+    return local.scratch
 
 
 def _run_chunks(fn, n_rows: int, rows: int, workers: int):
@@ -281,8 +311,10 @@ def knn(query: np.ndarray, ref: np.ndarray | None = None, k: int = 1, *,
     sentinel = q.shape[1] * 64 + 1
     rows = _rows_per_chunk(nr, max_bytes, workers, per_pair=10 if kk == 1 else 26)
 
+    local = threading.local()
+
     def chunk(a, b):
-        d = distance_block(q[a:b], r)
+        d = distance_block(q[a:b], r, _scratch(local))
         if self_search:
             d = d.astype(np.uint16) if d.dtype == np.uint8 and sentinel > 255 else d
             d[np.arange(b - a), np.arange(a, b)] = sentinel
@@ -319,11 +351,17 @@ def radius(query: np.ndarray, ref: np.ndarray | None = None, r: int = 10, *,
     workers = _workers(workers)
     rows = _rows_per_chunk(len(rr), max_bytes, workers, per_pair=11)
 
+    local = threading.local()
+
     def chunk(a, b):
         lo = a if self_search else 0  # within one set only columns j >= a can pair with i >= a
-        d = distance_block(q[a:b], rr[lo:])
-        ii, jj = np.nonzero(d <= r)
-        dd = d[ii, jj].astype(np.int32)
+        d = distance_block(q[a:b], rr[lo:], _scratch(local))
+        if d.min() > r:  # the common case in sparse data, and a cheap test
+            return empty
+        # flatnonzero: np.nonzero on a 2-D mask is many times slower
+        flat = np.flatnonzero(np.less_equal(d, r, out=_buffer(local.scratch, "mask", d.shape, bool)))
+        ii, jj = np.divmod(flat, d.shape[1])
+        dd = d.reshape(-1)[flat].astype(np.int32)
         ii = ii + a
         jj = jj + lo
         if self_search:
