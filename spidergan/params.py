@@ -106,7 +106,7 @@ class CropParams:
     nms_iou: float = param(0.5, gt=0.0, le=1.0, doc="policy=all: overlap above which the weaker box goes")
     margin: float = param(0.15, ge=0.0, le=2.0, doc="added on each side, as a share of the box's longer side")
     pad: str = param("reflect", choices=("reflect", "constant"), doc="fill where the square leaves the image")
-    min_side: int = param(64, ge=1, doc="drop crops whose square is smaller than this in source pixels")
+    min_side: int = param(96, ge=1, doc="drop crops whose square is smaller than this in source pixels")
     size: int = param(128, ge=8, le=4096, doc="side of the written crops, pixels")
     resample: str = param("lanczos", choices=("lanczos", "box"))
     truth_iou: float = param(0.5, gt=0.0, le=1.0, doc="IoU matching a box to a ground-truth object")

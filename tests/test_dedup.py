@@ -81,3 +81,18 @@ def test_score_pairs_counts():
     rows = dedup.score_pairs(4, np.array([0, 0]), np.array([1, 2]), np.array([2, 5]),
                              np.array([0, 2]), np.array([1, 3]), np.array([2, 9]), [1, 2, 5, 9])
     assert [(r["precision"], r["recall"]) for r in rows] == [(1.0, 0.0), (1.0, 0.5), (0.5, 0.5), (0.5, 1.0)]
+
+
+def test_crop_and_dedup_commands(tmp_path, capsys):
+    from spidergan import cli
+
+    raw = make_raw(tmp_path / "raw", n=8, seed=9)
+    (tmp_path / "params.yaml").write_text("crop:\n  min_side: 48\n  size: 32\ndedup:\n  threshold: 4\n")
+    args = ["--params", str(tmp_path / "params.yaml")]
+    assert cli.main(args + ["crop", "--raw", str(raw), "--out", str(tmp_path / "c"),
+                            "--metrics", str(tmp_path / "crop.json")]) == 0
+    assert "crops=" in capsys.readouterr().out
+    assert cli.main(args + ["dedup", "--crops", str(tmp_path / "c"), "--out", str(tmp_path / "u"),
+                            "--metrics", str(tmp_path / "dedup.json"), "--plots", str(tmp_path / "p")]) == 0
+    m = json.loads((tmp_path / "dedup.json").read_text())
+    assert m["threshold"] == 4 and m["kept"] == len(manifest.read(tmp_path / "u" / "manifest.jsonl"))
