@@ -116,9 +116,9 @@ class CropParams:
 @section
 class DedupParams:
     hash: str = param("phash", choices=("ahash", "dhash", "phash", "whash"))
-    hash_size: int = param(8, ge=2, le=64)
-    threshold: int = param(10, ge=0, doc="crops within this Hamming distance are duplicates")
-    sweep_max: int = param(24, ge=0, doc="precision/recall sweep covers thresholds 0..sweep_max")
+    hash_size: int = param(16, ge=2, le=64, doc="hash of hash_size**2 bits")
+    threshold: int = param(64, ge=0, doc="crops within this Hamming distance are duplicates")
+    sweep_max: int = param(96, ge=0, doc="precision/recall sweep covers thresholds 0..sweep_max")
     sheet_groups: int = param(12, ge=0, doc="largest groups drawn on the contact sheet")
     sheet_cell: int = param(96, ge=16, le=512)
 

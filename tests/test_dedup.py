@@ -27,7 +27,7 @@ def test_groups_from_pairs_is_union_find():
 
 
 def test_dedup_finds_planted_duplicates(crops, tmp_path):
-    p = params.from_dict({"dedup": {"threshold": 6}}).dedup
+    p = params.from_dict({"dedup": {"threshold": 6, "hash_size": 8, "sweep_max": 24}}).dedup
     m = dedup.run(p, crops=crops, out=tmp_path / "u", metrics_path=tmp_path / "m.json",
                   plots_dir=tmp_path / "plots")
     recs = manifest.read(crops / "manifest.jsonl")
@@ -87,7 +87,7 @@ def test_crop_and_dedup_commands(tmp_path, capsys):
     from spidergan import cli
 
     raw = make_raw(tmp_path / "raw", n=8, seed=9)
-    (tmp_path / "params.yaml").write_text("crop:\n  min_side: 48\n  size: 32\ndedup:\n  threshold: 4\n")
+    (tmp_path / "params.yaml").write_text("crop:\n  min_side: 48\n  size: 32\ndedup:\n  threshold: 4\n  hash_size: 8\n")
     args = ["--params", str(tmp_path / "params.yaml")]
     assert cli.main(args + ["crop", "--raw", str(raw), "--out", str(tmp_path / "c"),
                             "--metrics", str(tmp_path / "crop.json")]) == 0

@@ -56,7 +56,7 @@ def test_nearest_command(tmp_path, capsys):
     _pictures(np.random.default_rng(4), 1, 96)[0].save(q / "new.png")
     (q / "broken.png").write_bytes(b"nope")
     out, pairs = tmp_path / "n.csv", tmp_path / "pairs.png"
-    assert cli.main(["nearest", str(q), str(r), "--threshold", "6", "--out", str(out),
+    assert cli.main(["nearest", str(q), str(r), "--threshold", "6", "--hash-size", "8", "--out", str(out),
                      "--pairs", str(pairs)]) == 0
     rows = list(csv.DictReader(open(out)))
     assert [row["query"] for row in rows] == ["copy.jpg", "new.png"]
@@ -68,7 +68,7 @@ def test_nearest_command(tmp_path, capsys):
     assert cli.main(["nearest", str(q), str(r), "--hash", "dhash"]) == 0
     printed = capsys.readouterr()
     assert list(csv.reader(io.StringIO(printed.out)))[0] == ["query", "nearest", "distance", "within_threshold"]
-    assert "query images within distance 10 (dhash)" in printed.err
+    assert "query images within distance 64 (dhash)" in printed.err
     # an empty folder is a warning and an empty result, a missing one an error
     (tmp_path / "none").mkdir()
     assert cli.main(["nearest", str(tmp_path / "none"), str(r)]) == 0
