@@ -252,7 +252,10 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
     truth_path = raw / "truth.jsonl"
     truth = manifest.read_by_id(truth_path) if truth_path.exists() else None
     detections = None
-    if p.boxes == "detections":
+    if not images_in:
+        log.warning("crop: the raw manifest %s is empty or missing; writing an empty crop set",
+                    raw / "manifest.jsonl")
+    elif p.boxes == "detections":
         if not Path(detections_path).exists():
             raise FileNotFoundError(f"crop.boxes=detections but {detections_path} does not exist; "
                                     "run the detect stage first, or set crop.boxes=truth")
@@ -265,8 +268,6 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
     out.mkdir(parents=True, exist_ok=True)
     _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None))
     (out / "images").mkdir(exist_ok=True)
-    if not images_in:
-        log.warning("crop: the raw manifest %s is empty; writing an empty crop set", raw / "manifest.jsonl")
 
     done = manifest.read_by_id(out / "manifest.jsonl")
     done_rejects = manifest.read_by_id(out / "rejects.jsonl")

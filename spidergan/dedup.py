@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from tqdm import tqdm
 
 from spidergan import atomic, hashing, manifest, sheets
 from spidergan.params import DedupParams
@@ -94,8 +95,9 @@ def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "dat
     if not records:
         log.warning("dedup: no crops in %s; writing an empty unique set", crops / "manifest.jsonl")
 
-    got = hashing.hash_files([crops / r["file"] for r in records], p.hash, p.hash_size,
-                             workers=workers)
+    with tqdm(total=len(records), desc="dedup: hashing", unit="img") as bar:
+        got = hashing.hash_files([crops / r["file"] for r in records], p.hash, p.hash_size,
+                                 workers=workers, progress=bar.update)
     rejects = [{"id": records[k]["id"], "reason": "unreadable", "detail": f"{reason}: {detail}"}
                for k, (path, reason, detail) in
                zip(sorted(set(range(len(records))) - set(got.index.tolist())), got.errors)]

@@ -143,13 +143,12 @@ def test_crop_policy_all_detections_review_and_bad_input(raw, tmp_path, caplog):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "manifest.jsonl").write_text("")
-    (empty / "truth.jsonl").write_text("")
     with caplog.at_level(logging.WARNING):
         counts = crop.run(_params(), raw=empty, out=tmp_path / "e", decisions_path=None, metrics_path=None)
     assert counts["crops"] == 0 and "empty" in caplog.text
     assert (tmp_path / "e" / "manifest.jsonl").exists()
     with pytest.raises(FileNotFoundError, match="detections"):
-        crop.run(_params(boxes="detections"), raw=empty, out=tmp_path / "e2",
+        crop.run(_params(boxes="detections"), raw=raw, out=tmp_path / "e2",
                  detections_path=tmp_path / "nope.jsonl", metrics_path=None)
 
 
