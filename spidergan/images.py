@@ -38,6 +38,8 @@ def _open(src) -> Image.Image:
         raise ImageRejected("too_large", str(e)) from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageRejected("corrupt", str(e)) from None
+    except ImportError as e:  # a plugin hook (e.g. ultralytics' HEIF patch) lacking its package
+        raise ImageRejected("not_an_image", str(e)) from None
 
 
 def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
