@@ -74,3 +74,15 @@ def test_nearest_command(tmp_path, capsys):
     assert cli.main(["nearest", str(tmp_path / "none"), str(r)]) == 0
     assert "0 of 0" in capsys.readouterr().err
     assert cli.main(["nearest", str(tmp_path / "missing"), str(r)]) == 2
+
+
+def test_measure_for_evaluate(tmp_path):
+    reals = _pictures(np.random.default_rng(5), 12)
+    fakes = reals[:2] + _pictures(np.random.default_rng(6), 4)
+    feats_r = np.random.default_rng(7).normal(size=(12, 8))
+    feats_f = np.vstack([feats_r[:2], np.random.default_rng(8).normal(size=(4, 8))])
+    m = memorization.measure(fakes, reals, fake_features=feats_f, real_features=feats_r,
+                             pairs_path=tmp_path / "pairs.png")
+    assert m["hash_queries"] == 6 and m["hash_within_threshold"] >= 2
+    assert m["feature_memorization_rate"] >= 2 / 6 and m["feature_min_distance"] < 1e-5
+    assert (tmp_path / "pairs.png").exists()

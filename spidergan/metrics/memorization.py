@@ -167,3 +167,26 @@ def to_csv(result: Nearest, query_root: str | Path | None = None,
         w.writerow([name(item, query_root), name(ref, reference_root) if ref is not None else "",
                     int(result.distance[k]) if ref is not None else "", bool(result.within[k])])
     return buf.getvalue()
+
+
+def measure(fakes: Sequence, reals: Sequence, *, kind: str = "phash", hash_size: int = 16,
+            threshold: int = 64, fake_features: np.ndarray | None = None,
+            real_features: np.ndarray | None = None, cosine_threshold: float = 0.05,
+            pairs_path: str | Path | None = None, pairs_n: int = 16) -> dict:
+    """Memorization figures for the evaluate stage: fakes and reals are PIL images or paths.
+
+    Hash: nearest real per fake and the share within `threshold`. Features (when given, one row
+    per fake/real in the same order): nearest real by cosine distance and the share within
+    `cosine_threshold`. Optionally draws the closest pairs (by hash) to `pairs_path`.
+    """
+    res = nearest(fakes, reals, kind, hash_size, threshold)
+    out = {f"hash_{k}": v for k, v in res.summary().items()}
+    if fake_features is not None and real_features is not None:
+        _, cos = nearest_by_features(fake_features, real_features)
+        out.update({"feature_memorization_rate": round(memorization_rate(cos, cosine_threshold), 6),
+                    "feature_cosine_threshold": cosine_threshold,
+                    "feature_min_distance": float(np.min(cos)) if len(cos) else None,
+                    "feature_median_distance": float(np.median(cos)) if len(cos) else None})
+    if pairs_path is not None:
+        save_pairs_picture(res, pairs_path, n=pairs_n)
+    return out
