@@ -84,5 +84,5 @@ def test_measure_for_evaluate(tmp_path):
     m = memorization.measure(fakes, reals, fake_features=feats_f, real_features=feats_r,
                              pairs_path=tmp_path / "pairs.png")
     assert m["hash_queries"] == 6 and m["hash_within_threshold"] >= 2
-    assert m["feature_memorization_rate"] >= 2 / 6 and m["feature_min_distance"] < 1e-5
+    assert m["feature_memorization_rate"] >= 0.333 and m["feature_min_distance"] < 1e-5
     assert (tmp_path / "pairs.png").exists()
