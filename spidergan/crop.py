@@ -217,10 +217,14 @@ def plan_image(image: dict, p: CropParams, detections: dict | None, truth: dict 
 
 
 # --------------------------------------------------------------------------- the stage
-def _settings(p: CropParams, detections_path, truth_path) -> dict:
+def _settings(p: CropParams, detections_path, truth_path, rejected_ids: set[str]) -> dict:
+    import hashlib
+
     return {"params": params.to_dict(p),
             "detections": str(detections_path) if p.boxes == "detections" else None,
-            "truth": str(truth_path) if truth_path else None}
+            "truth": str(truth_path) if truth_path else None,
+            # a new review rejection must take its crop out of a folder being resumed
+            "review_rejected": hashlib.sha256("\n".join(sorted(rejected_ids)).encode()).hexdigest()}
 
 
 def _fresh_if_changed(out: Path, settings: dict) -> None:
@@ -266,7 +270,7 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
     rejected_ids = review_log.rejected(decisions_path, "crop") if decisions_path else set()
 
     out.mkdir(parents=True, exist_ok=True)
-    _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None))
+    _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None, rejected_ids))
     (out / "images").mkdir(exist_ok=True)
 
     done = manifest.read_by_id(out / "manifest.jsonl")
