@@ -21,7 +21,11 @@ def _cmd_scrape(args) -> int:
     from spidergan import scrape
 
     p = _load(args)
-    counts = scrape.run(p.scrape, seed=p.seed, out=args.out, metrics_path=args.metrics)
+    try:
+        counts = scrape.run(p.scrape, seed=p.seed, out=args.out, metrics_path=args.metrics)
+    except scrape.ScrapeError as e:  # credentials, unknown group, missing folder
+        print(f"spidergan scrape: {e}", file=sys.stderr)
+        return 1
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
@@ -107,6 +111,13 @@ def _cmd_synthetic_sample(args) -> int:
     return 0
 
 
+def _cmd_review(args) -> int:
+    from spidergan.review import app
+
+    app.serve(env.project_root(), data=args.data, host=args.host, port=args.port)
+    return 0
+
+
 def _cmd_params(args) -> int:
     import json
 
@@ -177,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--boxes", action="store_true", help="draw the ground-truth boxes")
     s.add_argument("--out", default="synthetic_sample.png")
     s.set_defaults(func=_cmd_synthetic_sample)
+
+    s = sub.add_parser("review", help="local web page to accept/reject detections, crops and "
+                                      "generated-vs-real pairs (writes data/review/decisions.jsonl)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default: %(default)s)")
+    s.add_argument("--data", default="data", help="data folder, relative to the project root")
+    s.set_defaults(func=_cmd_review)
 
     s = sub.add_parser("params", help="validate params.yaml and print it with all defaults")
     s.set_defaults(func=_cmd_params)
