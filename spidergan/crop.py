@@ -32,7 +32,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from spidergan import atomic, images, manifest, params, review_log
+from spidergan import atomic, images, manifest, params
+from spidergan.review import decisions as review_decisions
 from spidergan.params import CropParams
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def _fresh_if_changed(out: Path, settings: dict) -> None:
 
 def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/crops",
         detections_path: str | Path = "data/detections.jsonl",
-        decisions_path: str | Path | None = review_log.DEFAULT_PATH,
+        decisions_path: str | Path | None = review_decisions.DEFAULT_PATH,
         metrics_path: str | Path | None = "metrics/crop.json", workers: int | None = None) -> dict:
     """Crop every image of the raw manifest; returns (and writes) the counts."""
     raw, out = Path(raw), Path(out)
@@ -267,7 +268,10 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
     elif truth is None:
         raise FileNotFoundError(f"crop.boxes=truth but {truth_path} does not exist (only the "
                                 "synthetic source has ground truth); set crop.boxes=detections")
-    rejected_ids = review_log.rejected(decisions_path, "crop") if decisions_path else set()
+    rejected_ids: set[str] = set()
+    if decisions_path:  # the review log: latest decision per crop id wins, undo clears
+        verdicts = review_decisions.verdicts(review_decisions.latest(decisions_path), "crop")
+        rejected_ids = {cid for cid, v in verdicts.items() if v == "reject"}
 
     out.mkdir(parents=True, exist_ok=True)
     _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None, rejected_ids))

@@ -107,10 +107,12 @@ def test_crop_policy_all_detections_review_and_bad_input(raw, tmp_path, caplog):
     dets[1] = {"id": dets[1]["id"], "status": "error", "reason": "decode failed"}
     (tmp_path / "det.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dets))
     two = next(t["id"] for t in manifest.read(raw / "truth.jsonl") if len(t["objects"]) == 2)
-    (tmp_path / "decisions.jsonl").write_text(
-        json.dumps({"kind": "crop", "id": f"{two}-0", "decision": "reject"}) + "\n"
-        + json.dumps({"kind": "crop", "id": f"{two}-1", "decision": "reject"}) + "\n"
-        + json.dumps({"kind": "crop", "id": f"{two}-1", "decision": "accept"}) + "\n")
+    from spidergan.review import decisions
+
+    for cid, verdict in ((f"{two}-0", "reject"), (f"{two}-1", "reject"), (f"{two}-1", "accept"),
+                         (f"{two}-2", "reject"), (f"{two}-2", "clear")):
+        decisions.append(tmp_path / "decisions.jsonl", {"kind": "crop", "key": cid, "id": cid,
+                                                        "decision": verdict})
     # one raw image broken on disk
     broken = manifest.read(raw / "manifest.jsonl")[5]
     raw2 = tmp_path / "raw"
