@@ -111,6 +111,38 @@ class ScrapeParams:
             raise ParamsError("source=folder needs folder.path")
 
 
+# --------------------------------------------------------------------------- crop
+@section
+class CropParams:
+    boxes: str = param("truth", choices=("detections", "truth"),
+                       doc="box source: data/detections.jsonl, or the synthetic ground truth")
+    policy: str = param("best", choices=("best", "all"),
+                        doc="best box per image, or every box above min_conf after NMS")
+    min_conf: float = param(0.25, ge=0.0, le=1.0)
+    nms_iou: float = param(0.5, gt=0.0, le=1.0, doc="policy=all: overlap above which the weaker box goes")
+    margin: float = param(0.15, ge=0.0, le=2.0, doc="added on each side, as a share of the box's longer side")
+    pad: str = param("reflect", choices=("reflect", "constant"), doc="fill where the square leaves the image")
+    min_side: int = param(96, ge=1, doc="drop crops whose square is smaller than this in source pixels")
+    size: int = param(128, ge=8, le=4096, doc="side of the written crops, pixels")
+    resample: str = param("lanczos", choices=("lanczos", "box"))
+    truth_iou: float = param(0.5, gt=0.0, le=1.0, doc="IoU matching a box to a ground-truth object")
+
+
+# --------------------------------------------------------------------------- dedup
+@section
+class DedupParams:
+    hash: str = param("phash", choices=("ahash", "dhash", "phash", "whash"))
+    hash_size: int = param(16, ge=2, le=64, doc="hash of hash_size**2 bits")
+    threshold: int = param(64, ge=0, doc="crops within this Hamming distance are duplicates")
+    sweep_max: int = param(96, ge=0, doc="precision/recall sweep covers thresholds 0..sweep_max")
+    sheet_groups: int = param(12, ge=0, doc="largest groups drawn on the contact sheet")
+    sheet_cell: int = param(96, ge=16, le=512)
+
+    def validate(self):
+        if self.threshold > self.hash_size * self.hash_size:
+            raise ParamsError(f"threshold ({self.threshold}) exceeds the hash's {self.hash_size ** 2} bits")
+
+
 # --------------------------------------------------------------------------- evaluate
 @section
 class EvaluateParams:
@@ -127,8 +159,9 @@ class EvaluateParams:
     detector_conf: float = param(0.25, ge=0, le=1, doc="a fake counts as a spider at this confidence")
     detector_imgsz: int = param(320, ge=32, le=2048, doc="fakes are upscaled to this for the detector")
     hash: str = param("phash", choices=("ahash", "dhash", "phash", "whash"))
-    hash_size: int = param(8, ge=2, le=64)
-    hash_threshold: int = param(8, ge=0, doc="a fake this close (Hamming) to a training image is a copy")
+    hash_size: int = param(16, ge=2, le=64)
+    hash_threshold: int = param(64, ge=0, doc="a fake this close (Hamming) to a training image is a "
+                                              "copy (dedup's duplicate threshold)")
     pairs: int = param(16, ge=1, le=256, doc="closest fake/real pairs shown in pairs.png")
     grid: int = param(8, ge=1, le=32, doc="sample grid is grid x grid fakes")
     snapshots: bool = param(False, doc="also evaluate every training snapshot (metrics per kimg)")
@@ -149,6 +182,8 @@ class EvaluateParams:
 class Params:
     seed: int = param(0, ge=0, le=2**31 - 1)
     scrape: ScrapeParams = param(default_factory=ScrapeParams)
+    crop: CropParams = param(default_factory=CropParams)
+    dedup: DedupParams = param(default_factory=DedupParams)
     evaluate: EvaluateParams = param(default_factory=EvaluateParams)
 
 
