@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -265,11 +266,12 @@ def seed_rect(record: dict, size: tuple[int, int], gp: GrabCutParams) -> tuple[i
 
 def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
                   gp: GrabCutParams) -> np.ndarray:
-    """GrabCut inside `rect` (crop pixels) at `work_size`; soft alpha at the crop's size."""
+    """GrabCut inside `rect` (crop pixels) at `work_size` side; soft alpha at the crop's size."""
     import cv2
 
     w, h = img.size
-    scale = min(1.0, gp.work_size / max(w, h))
+    scale = gp.work_size / max(w, h)  # upscaling helps too: legs grow wider than the
+    # boundary they cost under GrabCut's smoothness term
     ww, wh = max(8, round(w * scale)), max(8, round(h * scale))
     small = img.resize((ww, wh), Image.Resampling.BILINEAR) if (ww, wh) != (w, h) else img
     bgr = np.ascontiguousarray(np.asarray(small, np.uint8)[:, :, ::-1])
@@ -277,10 +279,17 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
     x0, y0 = int(np.clip(round(rect[0] * sx), 1, ww - 2)), int(np.clip(round(rect[1] * sy), 1, wh - 2))
     x1 = int(np.clip(round(rect[2] * sx), x0 + 1, ww - 1))
     y1 = int(np.clip(round(rect[3] * sy), y0 + 1, wh - 1))
-    gc = np.zeros((wh, ww), np.uint8)
+    gc = np.full((wh, ww), cv2.GC_BGD, np.uint8)
+    gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
+    if gp.core > 0:
+        # a spider's body sits at the centre of its leg span: anchoring it as sure foreground
+        # keeps the foreground colour model from being all background (thin-legged spiders
+        # cover ~10% of their box)
+        cx, cy, r = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, gp.core * max(x1 - x0, y1 - y0)
+        yy, xx = np.ogrid[0:wh, 0:ww]
+        gc[((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) & (gc == cv2.GC_PR_FGD)] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(bgr, gc, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, gp.iterations,
-                cv2.GC_INIT_WITH_RECT)
+    cv2.grabCut(bgr, gc, None, bgd, fgd, gp.iterations, cv2.GC_INIT_WITH_MASK)
     fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
     fg = _drop_specks(fg, gp.min_component)
     soft = Image.fromarray(fg * 255, "L")
@@ -388,13 +397,17 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
 # --------------------------------------------------------------------------- contact sheet
 def contact_sheet(rows: list[tuple[Image.Image, Image.Image, Image.Image]], thumb: int = 128,
                   gap: int = 4) -> Image.Image:
-    """One row per crop: original, mask, composite."""
+    """(original, mask, composite) triplets side by side, laid out in a roughly square grid."""
     n = max(1, len(rows))
-    sheet = Image.new("RGB", (3 * thumb + 4 * gap, n * (thumb + gap) + gap), (60, 60, 60))
+    cols = max(1, round(math.sqrt(n / 3)))
+    nrows = math.ceil(n / cols)
+    cell = thumb + gap
+    sheet = Image.new("RGB", (cols * (3 * cell + gap) + gap, nrows * cell + gap), (60, 60, 60))
     for i, row in enumerate(rows):
+        x0 = gap + (i // nrows) * (3 * cell + gap)
         for j, im in enumerate(row):
             t = im.convert("RGB").resize((thumb, thumb), Image.Resampling.BILINEAR)
-            sheet.paste(t, (gap + j * (thumb + gap), gap + i * (thumb + gap)))
+            sheet.paste(t, (x0 + j * cell, gap + (i % nrows) * cell))
     return sheet
 
 

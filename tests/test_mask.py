@@ -276,3 +276,32 @@ def test_params_are_checked():
         mask_params(background="purple")
     with pytest.raises(params.ParamsError, match="did you mean mask.grabcut.iterations"):
         mask_params(grabcut={"iteration": 3})
+
+
+def test_rembg_alpha_matting_gives_foreground(rembg_home, tiny_onnx):
+    p = mask_params(method="rembg", model_path=str(tiny_onnx), alpha_matting=True)
+    img, truth = spider_crop(2, size=96)
+    alpha, fg = masking.RembgMasker(p)(img, {})
+    assert fg is not None and fg.size == img.size
+    assert masking.iou(alpha >= 128, truth) >= 0.7
+
+
+def test_stage_script_runs_in_a_project(tmp_path):
+    """stages/mask.py reads data/unique/manifest.jsonl with files under data/crops."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    man, crops, raw = write_source(tmp_path / "data", n=2)
+    (tmp_path / "data" / "unique").mkdir()
+    shutil.move(man, tmp_path / "data" / "unique" / "manifest.jsonl")
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    e = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    e.pop("SPIDERGAN_ROOT", None)
+    subprocess.run([sys.executable, str(root / "stages" / "mask.py")], cwd=tmp_path, env=e,
+                   check=True, capture_output=True, timeout=120)
+    m = json.loads((tmp_path / "metrics" / "mask.json").read_text())
+    assert m["kept"] == 2 and m["iou_mean"] >= 0.7
+    assert (tmp_path / "plots" / "mask" / "contact_sheet.png").exists()
+    assert len(list((tmp_path / "data" / "masked" / "alpha").iterdir())) == 2
