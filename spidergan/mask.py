@@ -289,6 +289,7 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
         yy, xx = np.ogrid[0:wh, 0:ww]
         gc[((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) & (gc == cv2.GC_PR_FGD)] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut's k-means start: same crop, same mask, in any order
     cv2.grabCut(bgr, gc, None, bgd, fgd, gp.iterations, cv2.GC_INIT_WITH_MASK)
     fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
     fg = _drop_specks(fg, gp.min_component)

@@ -102,13 +102,13 @@ class GrabCutParams:
     margin: float = param(0.12, ge=0.0, lt=0.5,
                           doc="border band (share of the crop side) seeded as sure background when "
                               "the crop record has no det_box; keep it below the crop margin")
-    box_pad: float = param(0.0, ge=0.0, le=0.5,
+    box_pad: float = param(0.03, ge=0.0, le=0.5,
                            doc="the det box, mapped into the crop, grows by this share of the side "
                                "before seeding: detector boxes tend to clip leg tips")
     work_size: int = param(256, ge=32, le=4096,
                            doc="GrabCut runs on the crop scaled to this side (its cost grows with "
                                "pixels; larger keeps thin legs); the mask is scaled back")
-    core: float = param(0.1, ge=0.0, le=0.5,
+    core: float = param(0.06, ge=0.0, le=0.5,
                         doc="radius (share of the seed box side) of the disc at the box centre "
                             "seeded as sure spider; 0 = none")
     min_component: float = param(0.02, ge=0.0, le=1.0,
