@@ -86,6 +86,14 @@ def configure_ultralytics() -> None:
     update = {k: v for k, v in wanted.items() if k in settings and settings[k] != v}
     if update:
         settings.update(update)
+    # Ultralytics patches PIL.Image.open to pip-install pi-heif on the first file PIL cannot
+    # identify; offline that turns every non-image into an ImportError. Mark it as done.
+    try:
+        from ultralytics.utils import patches
+
+        patches._pil_plugins_registered = True
+    except (ImportError, AttributeError):  # other ultralytics versions: nothing to disable
+        pass
 
 
 def _find_local_ttf() -> Path | None:
@@ -131,7 +139,6 @@ def install_network_guard() -> None:
     if _guard_installed:
         return
     _guard_installed = True
-    log = os.environ.get("SPIDERGAN_NETGUARD_LOG")
 
     def hook(event, args):
         if event == "socket.connect":
@@ -139,7 +146,7 @@ def install_network_guard() -> None:
             if getattr(sock, "family", None) == socket.AF_UNIX:
                 return
             if not _is_loopback(address):
-                _record(log, f"connect {address!r}")
+                _record(f"connect {address!r}")
                 raise NetworkGuardError(f"network access outside loopback refused: {address!r}")
         elif event == "socket.getaddrinfo":
             host = args[0]
@@ -147,13 +154,14 @@ def install_network_guard() -> None:
                 return
             host = host.decode() if isinstance(host, bytes) else str(host)
             if not _is_loopback((host,)):
-                _record(log, f"getaddrinfo {host!r}")
+                _record(f"getaddrinfo {host!r}")
                 raise NetworkGuardError(f"name lookup outside loopback refused: {host!r}")
 
     sys.addaudithook(hook)
 
 
-def _record(log: str | None, what: str) -> None:
+def _record(what: str) -> None:
+    log = os.environ.get("SPIDERGAN_NETGUARD_LOG")  # read per event: tests set it late
     if not log:
         return
     try:

@@ -266,7 +266,7 @@ def test_cli_reports_missing_weights(tmp_path, rembg_home, capsys):
                    "--raw", str(raw), "--out", str(tmp_path / "masked"),
                    "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots")])
     err = capsys.readouterr().err
-    assert rc == 2 and "silueta.onnx" in err and "curl -L -o" in err
+    assert rc == 1 and "silueta.onnx" in err and "curl -L -o" in err
 
 
 def test_params_are_checked():

@@ -1,0 +1,1 @@
+"""The GAN: StyleGAN2 networks, ADA augmentation, losses, training loop, dataset, checkpoints."""

@@ -1,0 +1,94 @@
+import pytest
+import yaml
+
+from spidergan import params
+from spidergan.params import ParamsError
+
+from conftest import ROOT
+
+
+def test_committed_params_load():
+    p = params.load(ROOT / "params.yaml")
+    assert p.scrape.source == "synthetic"
+    assert p.scrape.synthetic.count >= 1
+
+
+def test_defaults_when_sections_missing():
+    p = params.from_dict({})
+    assert p.seed == 0 and p.scrape.synthetic.count == 200
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"scrape": {"sorce": "flickr"}}, "scrape.sorce"),
+    ({"scrape": {"synthetic": {"cont": 5}}}, "scrape.synthetic.cont"),
+    ({"sed": 1}, "sed"),
+])
+def test_unknown_key_named(data, key):
+    with pytest.raises(ParamsError, match=rf"unknown parameter {key}\b"):
+        params.from_dict(data)
+
+
+def test_unknown_key_suggests_close_match():
+    with pytest.raises(ParamsError, match="did you mean scrape.synthetic.count"):
+        params.from_dict({"scrape": {"synthetic": {"cont": 5}}})
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"scrape": {"synthetic": {"count": 0}}}, "scrape.synthetic.count"),
+    ({"scrape": {"synthetic": {"dup_fraction": 0.9}}}, "scrape.synthetic.dup_fraction"),
+    ({"seed": -1}, "seed"),
+    ({"scrape": {"source": "instagram"}}, "scrape.source"),
+])
+def test_out_of_range_named(data, key):
+    with pytest.raises(ParamsError, match=rf"^{key}"):
+        params.from_dict(data)
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"scrape": {"synthetic": {"count": "many"}}}, "scrape.synthetic.count"),
+    ({"scrape": {"synthetic": {"count": 2.5}}}, "scrape.synthetic.count"),
+    ({"scrape": {"synthetic": {"count": True}}}, "scrape.synthetic.count"),
+    ({"scrape": {"min_side": None}}, "scrape.min_side"),
+    ({"scrape": "synthetic"}, "scrape"),
+    ({"scrape": {"flickr": {"licenses": "all"}}}, "scrape.flickr.licenses"),
+    ({"scrape": {"flickr": {"licenses": [1, "x"]}}}, r"scrape.flickr.licenses\[1\]"),
+])
+def test_wrong_type_named(data, key):
+    with pytest.raises(ParamsError, match=rf"^{key}"):
+        params.from_dict(data)
+
+
+def test_cross_field_rule_named():
+    with pytest.raises(ParamsError, match=r"^scrape.synthetic.min_size"):
+        params.from_dict({"scrape": {"synthetic": {"min_size": 700, "max_size": 640}}})
+
+
+def test_int_accepted_for_float_and_frozen():
+    p = params.from_dict({"scrape": {"synthetic": {"dup_fraction": 0}}})
+    assert p.scrape.synthetic.dup_fraction == 0.0 and isinstance(p.scrape.synthetic.dup_fraction, float)
+    with pytest.raises(Exception):
+        p.seed = 3  # frozen
+
+
+def test_load_file_errors(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        params.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scrape: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        params.load(bad)
+
+
+def test_round_trip_to_dict():
+    p = params.load(ROOT / "params.yaml")
+    again = params.from_dict(yaml.safe_load(yaml.safe_dump(params.to_dict(p))))
+    assert again == p
+
+
+def test_cli_reports_invalid_params(tmp_path, capsys):
+    from spidergan import cli
+
+    f = tmp_path / "params.yaml"
+    f.write_text("scrape:\n  synthetic:\n    count: -3\n")
+    assert cli.main(["--params", str(f), "params"]) == 2
+    assert "scrape.synthetic.count" in capsys.readouterr().err

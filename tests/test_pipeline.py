@@ -1,0 +1,101 @@
+"""End to end: the repository copied into a temporary git repo, run with real `dvc` commands.
+
+The committed params are shrunk (TINY) so the whole DAG runs in a few minutes; every stage
+runs for real, under the network guard.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, venv_env
+
+# Overrides that keep every stage real but small.
+TINY = {
+    "scrape": {"synthetic": {"count": 24}},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def _tracked_files(root: Path) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root,
+                         capture_output=True, check=True)
+    return [f for f in out.stdout.decode().split("\0") if f]
+
+
+def _run(cmd, cwd, env, check=True, timeout=1800):
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+@pytest.fixture
+def repo(tmp_path, netguard_log):
+    """A fresh clone-like copy of the project with tiny params, committed."""
+    dst = tmp_path / "repo"
+    for rel in _tracked_files(ROOT):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    (dst / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    e = venv_env({"SPIDERGAN_ROOT": str(dst), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                  "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}, pythonpath=dst)
+    _run(["git", "init", "-q", "-b", "main"], dst, e)
+    _run(["git", "add", "-A"], dst, e)
+    _run(["git", "commit", "-qm", "init"], dst, e)
+    return dst, e
+
+
+def _dvc(args, repo_env, **kw):
+    dst, e = repo_env
+    return _run([str(Path(sys.executable).parent / "dvc"), *args], dst, e, **kw)
+
+
+@pytest.mark.slow
+def test_repro_then_experiment(repo, netguard_log):
+    dst, _ = repo
+    _dvc(["repro"], repo)
+
+    raw = [json.loads(x) for x in (dst / "data/raw/manifest.jsonl").read_text().splitlines()]
+    n = TINY["scrape"]["synthetic"]["count"]
+    assert len(raw) == n
+    for r in raw:
+        assert (dst / "data/raw" / r["file"]).is_file()
+        assert r["source"] == "synthetic" and r["width"] >= 256 and len(r["sha256"]) == 64
+    truth = [json.loads(x) for x in (dst / "data/raw/truth.jsonl").read_text().splitlines()]
+    assert {t["id"] for t in truth} == {r["id"] for r in raw}
+    assert json.loads((dst / "metrics/scrape.json").read_text())["images"] == n
+
+    # nothing changed: nothing re-runs
+    again = _dvc(["repro"], repo)
+    assert "didn't change" in again.stdout or "up to date" in again.stdout.lower(), again.stdout
+
+    # a typo in -S must stop the run, naming the key, never run on the default
+    bad = _dvc(["exp", "run", "-S", "scrape.synthetic.cont=5"], repo, check=False)
+    assert bad.returncode != 0
+    assert "scrape.synthetic.cont" in bad.stdout + bad.stderr
+    _run(["git", "checkout", "--", "params.yaml"], dst, repo[1])
+
+    _dvc(["exp", "run", "-n", "more", "-S", f"scrape.synthetic.count={n + 6}"], repo)
+    assert len((dst / "data/raw/manifest.jsonl").read_text().splitlines()) == n + 6
+    show = json.loads(_dvc(["exp", "show", "--json"], repo).stdout)
+    exps = [e for rev in show for e in (rev.get("experiments") or [])]
+    names = {e.get("name") for e in exps}
+    assert "more" in names, names
+    assert netguard_log.read_text() == "" if netguard_log.exists() else True
