@@ -148,9 +148,10 @@ def place_custom_model(path: str | Path) -> Path:
     src = Path(path).expanduser()
     if not src.is_file():
         raise MaskError(f"mask.model_path: no such file: {src}")
-    home = rembg_home().resolve()
-    if str(src.resolve()).startswith(str(home) + os.sep):
-        return src.resolve()
+    # rembg compares absolute (not resolved) paths, so do the same
+    home = Path(os.path.abspath(rembg_home()))
+    if os.path.abspath(src).startswith(str(home) + os.sep):
+        return Path(os.path.abspath(src))
     h = hashlib.sha256()
     with open(src, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -414,7 +415,9 @@ def contact_sheet(rows: list[tuple[Image.Image, Image.Image, Image.Image]], thum
 
 # --------------------------------------------------------------------------- the stage
 def _fingerprint(p: MaskParams, seed: int, manifest_path: Path) -> dict:
-    return {"params": params.to_dict(p), "seed": seed, "input": str(manifest_path)}
+    """What the outputs depend on: a different one means start over rather than resume."""
+    digest = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    return {"params": params.to_dict(p), "seed": seed, "input_sha256": digest}
 
 
 def run(p: MaskParams, *, seed: int, manifest_path: str | Path, images_root: str | Path,

@@ -308,3 +308,20 @@ def test_stage_script_runs_in_a_project(tmp_path):
     assert m["kept"] == 2 and m["iou_mean"] >= 0.7
     assert (tmp_path / "plots" / "mask" / "contact_sheet.png").exists()
     assert len(list((tmp_path / "data" / "masked" / "alpha").iterdir())) == 2
+
+
+def test_killed_run_resumes_with_only_the_unfinished_crop(tmp_path):
+    src = write_source(tmp_path / "src", n=3)
+    out = tmp_path / "masked"
+    m = _run(mask_params(), src, out)
+    lines = (out / "manifest.jsonl").read_text().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    # killed after the first two crops, half-way through writing the third line
+    (out / "manifest.jsonl").write_text("".join(lines[:2]) + lines[2][:20])
+    (out / last["file"]).unlink()
+    kept = {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()}
+    assert _run(mask_params(), src, out) == m
+    assert [r["id"] for r in manifest.read(out / "manifest.jsonl")] == \
+        [r["id"] for r in manifest.read(src[0])]
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept  # the finished ones untouched
+    assert (out / last["file"]).exists()
