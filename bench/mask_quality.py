@@ -31,7 +31,7 @@ def cut_crops(raw: Path, out: Path, *, size: int, margin: float, jitter: float, 
     from PIL import Image
 
     from spidergan import images, manifest
-    from spidergan.mask import extract_square
+    from spidergan.crop import extract_square
 
     rng = np.random.default_rng(seed)
     truth = manifest.read_by_id(raw / "truth.jsonl")

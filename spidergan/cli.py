@@ -45,6 +45,54 @@ def _cmd_mask(args) -> int:
     return 0
 
 
+def _cmd_crop(args) -> int:
+    from spidergan import crop
+
+    p = _load(args)
+    counts = crop.run(p.crop, raw=args.raw, out=args.out, detections_path=args.detections,
+                      decisions_path=args.decisions, metrics_path=args.metrics)
+    print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+def _cmd_dedup(args) -> int:
+    from spidergan import dedup
+
+    p = _load(args)
+    m = dedup.run(p.dedup, crops=args.crops, out=args.out, metrics_path=args.metrics,
+                  plots_dir=args.plots)
+    print(" ".join(f"{k}={v}" for k, v in m.items()))
+    return 0
+
+
+def _cmd_nearest(args) -> int:
+    from spidergan import atomic
+    from spidergan.metrics import memorization
+
+    try:
+        res = memorization.nearest_folders(args.query_dir, args.reference_dir, kind=args.hash,
+                                           hash_size=args.hash_size, threshold=args.threshold)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"spidergan nearest: {e}", file=sys.stderr)
+        return 2
+    for item, reason, detail in res.skipped:
+        print(f"skipped {item}: {reason} ({detail})", file=sys.stderr)
+    text = memorization.to_csv(res, args.query_dir, args.reference_dir)
+    s = res.summary()
+    line = (f"{s['within_threshold']} of {s['queries']} query images within distance "
+            f"{s['threshold']} ({args.hash}) of a reference image: rate {s['memorization_rate']:.4f}; "
+            f"{s['references']} references, {s['skipped']} unreadable skipped")
+    if args.out:
+        atomic.write_text(args.out, text)
+        print(line)
+    else:
+        sys.stdout.write(text)
+        print(line, file=sys.stderr)  # stdout stays a clean CSV
+    if args.pairs:
+        memorization.save_pairs_picture(res, args.pairs, n=args.pairs_n)
+    return 0
+
+
 def _cmd_augment_preview(args) -> int:
     from spidergan.gan import augment
 
@@ -73,7 +121,11 @@ def _cmd_synthetic_sample(args) -> int:
     seed = p.seed if args.seed is None else args.seed
     sheet = synthetic.sample_grid(dataclasses.replace(sp, count=args.count), seed, count=args.count,
                                   cols=args.cols, cell=args.cell, boxes=args.boxes)
-    atomic.save_image(args.out, Image.fromarray(sheet))
+    im = Image.fromarray(sheet)
+    png = str(args.out).lower().endswith(".png")
+    if args.palette and png:   # 256-colour PNG: a third of the size, for docs
+        im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+    atomic.save_image(args.out, im, **({"optimize": True} if png else {}))
     print(f"wrote {args.out}: {args.count} synthetic images (seed {seed})")
     return 0
 
@@ -112,6 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plots", default="plots/mask")
     s.set_defaults(func=_cmd_mask)
 
+    s = sub.add_parser("crop", help="square crops around the spiders: data/raw -> data/crops")
+    s.add_argument("--raw", default="data/raw")
+    s.add_argument("--out", default="data/crops")
+    s.add_argument("--detections", default="data/detections.jsonl")
+    s.add_argument("--decisions", default="data/review/decisions.jsonl")
+    s.add_argument("--metrics", default="metrics/crop.json")
+    s.set_defaults(func=_cmd_crop)
+
+    s = sub.add_parser("dedup", help="drop near-duplicate crops: data/crops -> data/unique")
+    s.add_argument("--crops", default="data/crops")
+    s.add_argument("--out", default="data/unique")
+    s.add_argument("--metrics", default="metrics/dedup.json")
+    s.add_argument("--plots", default="plots/dedup")
+    s.set_defaults(func=_cmd_dedup)
+
+    s = sub.add_parser("nearest", help="nearest reference image (perceptual hash) for every query image")
+    s.add_argument("query_dir")
+    s.add_argument("reference_dir")
+    s.add_argument("--hash", default="phash", choices=("ahash", "dhash", "phash", "whash"))
+    s.add_argument("--hash-size", type=int, default=16,
+                   help="hash of hash-size**2 bits (default: %(default)s, as dedup)")
+    s.add_argument("--threshold", type=int, default=64,
+                   help="distance counted as a copy (default: %(default)s, the dedup threshold "
+                        "validated on synthetic planted duplicates for 256-bit pHash)")
+    s.add_argument("--out", help="CSV file (default: stdout)")
+    s.add_argument("--pairs", metavar="PNG", help="also draw the closest pairs side by side")
+    s.add_argument("--pairs-n", type=int, default=16)
+    s.set_defaults(func=_cmd_nearest)
+
     s = sub.add_parser("augment-preview",
                        help="grid of real images as the discriminator sees them at several p")
     s.add_argument("--p", type=float, default=0.5,
@@ -134,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", type=int, default=256, help="cell size in pixels")
     s.add_argument("--seed", type=int, default=None, help="default: params.yaml's seed")
     s.add_argument("--boxes", action="store_true", help="draw the ground-truth boxes")
+    s.add_argument("--palette", action="store_true", help="256-colour PNG (smaller file)")
     s.add_argument("--out", default="synthetic_sample.png")
     s.set_defaults(func=_cmd_synthetic_sample)
 

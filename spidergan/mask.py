@@ -41,6 +41,7 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from spidergan import atomic, images, manifest, params
+from spidergan.crop import extract_square  # the one place that cuts squares
 from spidergan.params import GrabCutParams, MaskParams
 
 log = logging.getLogger(__name__)
@@ -340,29 +341,6 @@ def _noise_seed(seed: int, crop_id: str) -> int:
 
 
 # --------------------------------------------------------------------------- ground truth
-def _extract_square(img: Image.Image, box, size: int, pad: str = "reflect",
-                    resample=Image.Resampling.LANCZOS) -> Image.Image:
-    """PRIVATE STAND-IN for `spidergan.crop.extract_square` (built on the crop branch): the
-    lead replaces its use by the real one at merge. Cuts the square `box` (source pixels,
-    may extend past the image; outside is reflected or 0) and scales it to size x size."""
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    a = np.asarray(img)
-    h, w = a.shape[:2]
-    px0, py0, px1, py1 = max(0, -x0), max(0, -y0), max(0, x1 - w), max(0, y1 - h)
-    if px0 or py0 or px1 or py1:
-        widths = [(py0, py1), (px0, px1)] + [(0, 0)] * (a.ndim - 2)
-        a = np.pad(a, widths, mode="constant") if pad == "constant" \
-            else np.pad(a, widths, mode="symmetric")
-    a = a[y0 + py0:y1 + py0, x0 + px0:x1 + px0]
-    return Image.fromarray(np.ascontiguousarray(a)).resize((size, size), resample)
-
-
-try:  # the crop stage's geometry is the one place that cuts squares
-    from spidergan.crop import extract_square  # type: ignore[attr-defined]
-except ImportError:  # crop branch not merged yet
-    extract_square = _extract_square
-
-
 class TruthMasks:
     """True masks of crops on the synthetic source: the crop's object cut like the crop."""
 

@@ -111,6 +111,40 @@ class ScrapeParams:
             raise ParamsError("source=folder needs folder.path")
 
 
+# --------------------------------------------------------------------------- crop
+@section
+class CropParams:
+    boxes: str = param("truth", choices=("detections", "truth"),
+                       doc="box source: data/detections.jsonl, or the synthetic ground truth")
+    policy: str = param("best", choices=("best", "all"),
+                        doc="best box per image, or every box above min_conf after NMS")
+    min_conf: float = param(0.25, ge=0.0, le=1.0)
+    nms_iou: float = param(0.5, gt=0.0, le=1.0, doc="policy=all: overlap above which the weaker box goes")
+    margin: float = param(0.15, ge=0.0, le=2.0, doc="added on each side, as a share of the box's longer side")
+    pad: str = param("reflect", choices=("reflect", "constant"), doc="fill where the square leaves the image")
+    min_side: int = param(96, ge=1, doc="drop crops whose square is smaller than this in source pixels")
+    size: int = param(128, ge=8, le=4096, doc="side of the written crops, pixels")
+    resample: str = param("lanczos", choices=("lanczos", "box"))
+    truth_iou: float = param(0.5, gt=0.0, le=1.0, doc="IoU matching a box to a ground-truth object")
+
+
+# --------------------------------------------------------------------------- dedup
+@section
+class DedupParams:
+    hash: str = param("phash", choices=("ahash", "dhash", "phash", "whash"))
+    hash_size: int = param(16, ge=2, le=64, doc="hash of hash_size**2 bits")
+    threshold: int = param(64, ge=0, doc="crops within this Hamming distance are duplicates")
+    sweep_max: int = param(96, ge=0, doc="precision/recall sweep covers thresholds 0..sweep_max")
+    sheet_groups: int = param(12, ge=0, doc="largest groups drawn on the contact sheet")
+    sheet_cell: int = param(96, ge=16, le=512)
+
+    def validate(self):
+        if self.threshold > self.hash_size * self.hash_size:
+            raise ParamsError(f"threshold ({self.threshold}) exceeds the hash's {self.hash_size ** 2} bits")
+        if self.hash == "whash" and self.hash_size & (self.hash_size - 1):
+            raise ParamsError("hash whash needs a power-of-two hash_size")
+
+
 # --------------------------------------------------------------------------- mask
 @section
 class GrabCutParams:
@@ -173,6 +207,8 @@ class MaskParams:
 class Params:
     seed: int = param(0, ge=0, le=2**31 - 1)
     scrape: ScrapeParams = param(default_factory=ScrapeParams)
+    crop: CropParams = param(default_factory=CropParams)
+    dedup: DedupParams = param(default_factory=DedupParams)
     mask: MaskParams = param(default_factory=MaskParams)
 
 

@@ -77,7 +77,7 @@ def write_source(root: Path, n: int = 4, size: int = 128, seed: int = 0,
     Returns (crop manifest, crops folder, raw folder). The first spider sits at the image edge so
     its crop square extends past the picture.
     """
-    from spidergan.mask import extract_square
+    from spidergan.crop import extract_square
 
     raw, crops = root / "raw", root / "crops"
     recs, truth = [], []

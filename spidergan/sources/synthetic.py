@@ -3,10 +3,14 @@
 Every image is drawn procedurally from `(seed, index)` alone, so a run is bit-for-bit
 reproducible and a larger `count` extends the same set. An image is built like a macro photo:
 
-    textured surface (bark, leaf litter, soil, stone, plaster) or a far, defocused background
-    -> optional orb web -> soft contact shadows -> objects (spiders, caterpillars, leaves)
-    drawn supersampled with per-pixel shading -> depth of field -> light falloff, vignetting,
-    white balance, tone curve, sensor noise -> JPEG.
+    textured surface (bark, leaf litter, green leaf, soil, stone, plaster) or a far, defocused
+    background -> depth of field -> optional orb web -> per object: soft shadow, then the
+    object (spider legs drawn supersampled, bodies shaded per pixel) -> light falloff,
+    vignetting, white balance, tone curve, sensor noise, softness or sharpening -> JPEG.
+
+Item i uses only `np.random.default_rng([seed, i])` (plus fixed noise tiles made once from a
+constant seed); which items are originals and which are their duplicates is planned per block
+of 16 indices from `(seed, block)`, and a duplicate re-renders (or reuses) its original.
 
 Ground truth per image: a label map (0 background, k = object k), one record per object with
 class and tight box (x1/y1 exclusive, legs included), and duplicate groups: some images get
@@ -228,25 +232,33 @@ def _detail(rng, h, w, amount: float) -> np.ndarray:
 def _bg_bark(rng, h, w, light):
     """Furrowed bark: raised plates split by deep, dark, mostly vertical furrows, with
     cross-cracks, rough plate surfaces and lichen."""
-    vertical = rng.random() < 0.8
+    vertical = rng.random() < 0.9
     if not vertical:
         h, w = w, h
         light = light[[1, 0, 2]]
-    stretch = rng.uniform(0.12, 0.3)
-    n1 = _fbm(rng, h, w, rng.uniform(30, 70), octaves=4, gain=0.5, aspect=stretch)
+    stretch = rng.uniform(0.08, 0.25)
     n2 = _fbm(rng, h, w, rng.uniform(6, 14), octaves=3, aspect=0.6)
-    n3 = _fbm(rng, h, w, rng.uniform(15, 30), octaves=3, aspect=1 / stretch * 0.5)
     # plates are the regions where n1 is above a level; below it, deep fissures whose width
     # varies along their length (regions, not lines, or the bark reads as an engraving)
-    level = rng.uniform(-0.9, -0.3)
-    field = n1 + n3 * np.float32(0.15) + n2 * np.float32(0.08)
-    plate = _smooth(field, level - 0.12, level + 0.25)
+    if rng.random() < 0.65:
+        # a connected network of long fissures along the zero crossings of the stretched
+        # noise, wide and flat-bottomed where the noise changes slowly
+        smooth_field = _fbm(rng, h, w, rng.uniform(25, 60), octaves=2, gain=0.35, aspect=stretch)
+        smooth_field += n2 * np.float32(0.05)
+        wdt = rng.uniform(0.2, 0.4)
+        plate = _smooth(np.abs(smooth_field), wdt * 0.45, wdt * 1.2)
+    else:
+        n1 = _fbm(rng, h, w, rng.uniform(30, 70), octaves=4, gain=0.5, aspect=stretch)
+        n3 = _fbm(rng, h, w, rng.uniform(15, 30), octaves=3, aspect=1 / stretch * 0.5)
+        field = n1 + n3 * np.float32(0.15) + n2 * np.float32(0.08)
+        level = rng.uniform(-0.9, -0.3)
+        plate = _smooth(field, level - 0.12, level + 0.25)
     height = plate * np.float32(1.2) + np.float32(0.3) * n2
     shade = _relief(height, light, rng.uniform(0.4, 0.7))
     shade *= np.float32(0.25) + np.float32(0.75) * plate                              # fissures in shadow
     shade *= _detail(rng, h, w, rng.uniform(0.1, 0.2))
-    dark = _jitter(rng, [(0.12, 0.08, 0.05), (0.1, 0.09, 0.08), (0.15, 0.1, 0.06)][rng.integers(3)])
-    lite = _jitter(rng, [(0.42, 0.36, 0.29), (0.38, 0.35, 0.31), (0.5, 0.45, 0.38), (0.45, 0.32, 0.22)][rng.integers(4)])
+    dark = _jitter(rng, [(0.12, 0.08, 0.05), (0.1, 0.09, 0.08), (0.15, 0.1, 0.06)][rng.integers(3)], 0.05)
+    lite = _jitter(rng, [(0.42, 0.36, 0.29), (0.38, 0.35, 0.31), (0.5, 0.45, 0.38), (0.45, 0.34, 0.24)][rng.integers(4)], 0.05)
     img = _lerp3(dark, lite, np.clip(plate * np.float32(0.8) + np.float32(0.12) * n2 + np.float32(0.1), 0, 1))
     if rng.random() < 0.6:   # lichen / moss on the plates
         lich = _smooth(_fbm(rng, h, w, rng.uniform(30, 80), octaves=4), 0.5, 1.1) * plate
@@ -280,7 +292,7 @@ def _bg_litter(rng, h, w, light):
     tilt = np.full((hh, ww), 0.8, np.float32)
     shadow = np.zeros((hh, ww), np.float32)
     size = rng.uniform(55, 110) / f
-    n = int(hh * ww / (size * size) * 2.0) + 4
+    n = int(hh * ww / (size * size) * 1.7) + 4
     palette = [(0.55, 0.36, 0.18), (0.42, 0.26, 0.13), (0.65, 0.5, 0.3), (0.35, 0.3, 0.18),
                (0.5, 0.45, 0.25), (0.3, 0.2, 0.12), (0.6, 0.55, 0.4), (0.4, 0.42, 0.2),
                (0.7, 0.45, 0.15)]
@@ -310,7 +322,7 @@ def _bg_litter(rng, h, w, light):
         cv2.line(canvas, (int(p0[0] * 16), int(p0[1] * 16)), (int((cx + ca * a * 0.9) * 16), int((cy + sa * a * 0.9) * 16)),
                  vc, 1, cv2.LINE_AA, 4)
         if a > 12:
-            for k in (-2, -1, 0, 1, 2):
+            for k in (-1.2, 0.0, 1.2):
                 u = k / 3.2
                 bx, by = cx + ca * a * u, cy + sa * a * u
                 for side in (-1, 1):
@@ -401,6 +413,51 @@ def _bg_wall(rng, h, w, light):
     return img
 
 
+def _bg_greenleaf(rng, h, w, light):
+    """The upper side of a living leaf filling the frame: midrib, secondary veins toward the
+    tip, a fine vein network, tone variation and a waxy sheen."""
+    pal = [(0.16, 0.32, 0.05), (0.24, 0.4, 0.09), (0.11, 0.24, 0.04), (0.32, 0.42, 0.1), (0.2, 0.3, 0.08)]
+    base = _jitter(rng, pal[rng.integers(len(pal))], 0.08, (0.8, 1.15))
+    n1 = _fbm(rng, h, w, rng.uniform(60, 150), octaves=3)
+    n2 = _fbm(rng, h, w, rng.uniform(5, 10), octaves=2)
+    net = np.exp(-np.square(n2 * np.float32(rng.uniform(6, 9))))          # fine vein network
+    veins = np.zeros((h, w), np.uint8)
+    ang = rng.uniform(0, 2 * math.pi)
+    ca, sa = math.cos(ang), math.sin(ang)
+    cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
+    L = 2 * (h + w)
+    cv2.line(veins, (int((cx - ca * L) * 16), int((cy - sa * L) * 16)), (int((cx + ca * L) * 16), int((cy + sa * L) * 16)),
+             255, int(rng.integers(4, 9)), cv2.LINE_AA, 4)
+    spacing = rng.uniform(45, 90)
+    spread = rng.uniform(0.6, 1.0)
+    for k in range(-int(L / spacing), int(L / spacing) + 1):
+        bx, by = cx + ca * k * spacing, cy + sa * k * spacing
+        if not (-w < bx < 2 * w and -h < by < 2 * h):
+            continue
+        for side in (-1, 1):
+            pts = [(bx, by)]
+            a = ang + side * spread
+            for i in range(int(1.5 * (h + w) / spacing) + 2):   # a gentle bend toward the tip
+                a -= side * (0.07 if i < 4 else 0.0)
+                pts.append((pts[-1][0] + math.cos(a) * spacing * 0.8, pts[-1][1] + math.sin(a) * spacing * 0.8))
+            cv2.polylines(veins, [np.round(np.array(pts) * 16).astype(np.int32)], False, 200,
+                          int(rng.integers(1, 3)), cv2.LINE_AA, 4)
+    v = cv2.GaussianBlur(veins, (0, 0), 0.8).astype(np.float32) * np.float32(1 / 255)
+    height = n1 * np.float32(0.4) - v * np.float32(1.2) - net * np.float32(0.1)
+    img = _lerp3(base * 0.75, np.minimum(base * 1.6 + np.float32([0.08, 0.06, 0.0]), 1),
+                 np.clip(np.float32(0.35) + np.float32(0.12) * n1 + v * np.float32(0.6) + net * np.float32(0.06), 0, 1))
+    shade = _relief(height, light, rng.uniform(0.3, 0.6)) * _detail(rng, h, w, 0.04)
+    _mul(img, shade)
+    # waxy cuticle: a broad soft highlight
+    f = 8
+    gy, gx = np.mgrid[0:h // f + 1, 0:w // f + 1].astype(np.float32) * f
+    hx, hy = rng.uniform(0, w), rng.uniform(0, h)
+    sheen = np.exp(-((gx - hx) ** 2 + (gy - hy) ** 2) / (2 * (rng.uniform(0.2, 0.5) * (h + w)) ** 2))
+    sheen = cv2.resize(sheen.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    _blend_col(img, (0.75, 0.8, 0.7), sheen * np.float32(rng.uniform(0.05, 0.25)))
+    return img
+
+
 def _bg_far(rng, h, w, light):
     """A far, strongly out-of-focus background (foliage, sky gaps): what sits behind a spider
     in its web. Already blurred by construction (drawn at low resolution)."""
@@ -416,7 +473,8 @@ def _bg_far(rng, h, w, light):
     t = np.clip(0.5 + 0.35 * n1, 0, 1)
     img = np.where(t[..., None] < 0.5, _lerp3(a, b, t * 2), _lerp3(b, c, t * 2 - 1))
     img = img * np.clip(1 + 0.2 * n2, 0.3, 2)[..., None]
-    img = cv2.resize(img.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), rng.uniform(0.6, 1.5))   # smooth bokeh
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.6:   # bokeh discs from specular highlights
         disc = np.zeros((h, w), np.float32)
         r0 = rng.uniform(6, 22)
@@ -429,7 +487,7 @@ def _bg_far(rng, h, w, light):
 
 
 BACKGROUNDS = {"bark": _bg_bark, "litter": _bg_litter, "soil": _bg_soil, "stone": _bg_stone,
-               "wall": _bg_wall, "far": _bg_far}
+               "wall": _bg_wall, "leaf": _bg_greenleaf, "far": _bg_far}
 
 
 # =========================================================================== spiders
@@ -461,7 +519,7 @@ _KINDS = {
     "widow": dict(ceph=0.33, cw=0.75, aw=0.95, leg=1.5, thick=0.7, hairy=0.0, gloss=1.0,
                   abd=("redmark", "plain"), cph=("plain",),
                   pal=[((0.04, 0.035, 0.03), (0.02, 0.02, 0.02), (0.7, 0.08, 0.05))]),
-    "cellar": dict(ceph=0.4, cw=0.9, aw=0.55, leg=4.5, thick=0.45, hairy=0.0,
+    "cellar": dict(ceph=0.4, cw=0.9, aw=0.55, leg=4.5, thick=0.6, hairy=0.0,
                    abd=("plain", "spots"), cph=("plain",),
                    pal=[((0.72, 0.65, 0.52), (0.5, 0.42, 0.32), (0.6, 0.52, 0.42))]),
     "crab": dict(ceph=0.45, cw=1.0, aw=1.0, leg=1.1, thick=1.0, hairy=0.2, crab=True,
@@ -487,16 +545,6 @@ class _Ellipsoid:
     gloss: float
     hairy: float
     seed: int
-
-
-@dataclass
-class _Leg:
-    pts: np.ndarray      # joints, (n, 2) image coords
-    thick: np.ndarray    # thickness at each joint (pixels)
-    band: bool
-    color: np.ndarray
-    dark: np.ndarray
-    light: np.ndarray
 
 
 def _spider_model(rng: np.random.Generator, kind: str):
@@ -556,9 +604,11 @@ def _spider_model(rng: np.random.Generator, kind: str):
 def _ellipsoid_pattern(e: _Ellipsoid, s: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Colour of a body part at normalised coordinates s (along, +1 front) and t (across)."""
     base, dark, light = (np.asarray(c, np.float32) for c in e.colors)
+    p = e.pattern
+    if p == "plain":
+        return _lerp3(base, dark, _smooth(-s, -0.2, 1.0) * 0.35)
     r = np.random.default_rng(e.seed)
     at = np.abs(t)
-    p = e.pattern
     if p == "stripe":            # light median band (wolf spiders' heart mark)
         w = 1 - _smooth(at, 0.18, 0.3)
         return _lerp3(base, light, w * 0.7)
@@ -616,9 +666,10 @@ def _draw_ellipsoid(C: np.ndarray, A: np.ndarray, e: _Ellipsoid, light: np.ndarr
                     grain: np.ndarray | None) -> None:
     """Per-pixel shaded ellipsoid composited (premultiplied 'over') into C/A, in place."""
     H, W = A.shape
-    r = max(e.hl, e.hw) + 2
-    x0, x1 = max(0, int(e.cx - r)), min(W, int(e.cx + r) + 2)
-    y0, y1 = max(0, int(e.cy - r)), min(H, int(e.cy + r) + 2)
+    rx = math.hypot(e.hl * e.ax, e.hw * e.ay) + 2.5     # bounds of the rotated ellipse
+    ry = math.hypot(e.hl * e.ay, e.hw * e.ax) + 2.5
+    x0, x1 = max(0, int(e.cx - rx)), min(W, int(e.cx + rx) + 2)
+    y0, y1 = max(0, int(e.cy - ry)), min(H, int(e.cy + ry) + 2)
     if x1 <= x0 or y1 <= y0:
         return
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] - e.cx
@@ -677,55 +728,69 @@ def _limb_colors(color, dark, lite) -> dict:
     return out
 
 
-def _draw_limb(CA: np.ndarray, pts: np.ndarray, th: np.ndarray, cols: dict, band: bool,
-               light: np.ndarray, hairy: float, rng) -> None:
-    """A jointed limb as tapered, shaded, antialiased segments on an RGBA uint8 canvas
-    (colour premultiplied, so antialiased drawing is 'over' compositing), with setae for
-    hairy spiders. Coordinates carry 4 fractional bits."""
-    lx, ly = float(light[0]) * 16, float(light[1]) * 16
-    P = (pts * 16).tolist()
-    T = th.tolist()
-    n = len(P) - 1
+def _draw_limbs(CA: np.ndarray, limbs: list, cols: dict, light: np.ndarray, hairy: float, rng) -> None:
+    """Jointed limbs, each a list of joints with a thickness per joint, as tapered, shaded,
+    antialiased segments on an RGBA uint8 canvas (colour premultiplied, so antialiased drawing
+    is 'over' compositing), in the given order; setae for hairy spiders; banded limbs get a
+    dark ring at the end of each segment.
+    All geometry is computed with numpy first; the loop only hands tuples to cv2."""
+    A_, B_, T_, D_ = [], [], [], []
+    for pts, th, band in limbs:
+        # one piece per segment, tapering from segment to segment (splitting a segment to
+        # taper it within would show as a false joint)
+        n = len(pts) - 1
+        a, b, t = pts[:-1], pts[1:], (th[:-1] + th[1:]) / 2
+        if band:   # annulated legs: a dark ring over the distal quarter of each segment
+            ring = a + (b - a) * 0.72
+            a = np.stack([a, ring], 1).reshape(-1, 2)
+            b = np.stack([b, b], 1).reshape(-1, 2)
+            t = np.repeat(t, 2)
+            d = np.tile([False, True], n)
+        else:
+            d = np.zeros(n, bool)
+        A_.append(a)
+        B_.append(b)
+        T_.append(t)
+        D_.append(d)
+    a, b, t, dk = np.concatenate(A_), np.concatenate(B_), np.concatenate(T_), np.concatenate(D_)
+    tw = np.maximum(1, np.rint(t)).astype(int)
+    lxy = -np.asarray(light[:2], np.float64)
+    o1 = (t * 0.12)[:, None] * lxy
+    o2 = (t * 0.25)[:, None] * lxy
+    q = lambda v: np.rint(v * 16).astype(np.int32).tolist()   # noqa: E731 - 4 fractional bits
+    rows = zip(q(a), q(b), q(a + o1), q(b + o1), q(a + o2), q(b + o2), tw.tolist(),
+               np.maximum(1, np.rint(t * 0.6)).astype(int).tolist(),
+               np.maximum(1, np.rint(t * 0.22)).astype(int).tolist(), dk.tolist())
     line, AA = cv2.line, cv2.LINE_AA
-    for i in range(n):
-        (px, py), (qx, qy) = P[i], P[i + 1]
-        sub = 2 if i in (0, 2) and T[i] >= 5 else 1
-        for k in range(sub):
-            f0, f1 = k / sub, (k + 1) / sub
-            ax, ay = px + (qx - px) * f0, py + (qy - py) * f0
-            bx, by = px + (qx - px) * f1, py + (qy - py) * f1
-            t = T[i] + (T[i + 1] - T[i]) * ((k + 0.5) / sub)
-            tw = max(1, int(t + 0.5))
-            d = "d" if band and k == sub - 1 else ""
-            line(CA, (int(ax), int(ay)), (int(bx), int(by)), cols[d + "sh"], tw, AA, 4)
-            if tw >= 2:     # lit side of the cylinder, then its highlight
-                ox, oy = -lx * t * 0.12, -ly * t * 0.12
-                line(CA, (int(ax + ox), int(ay + oy)), (int(bx + ox), int(by + oy)), cols[d + "mid"],
-                     max(1, int(t * 0.6 + 0.5)), AA, 4)
-                if tw >= 3:
-                    ox, oy = -lx * t * 0.25, -ly * t * 0.25
-                    line(CA, (int(ax + ox), int(ay + oy)), (int(bx + ox), int(by + oy)), cols[d + "hi"],
-                         max(1, int(t * 0.22 + 0.5)), AA, 4)
+    plain = (cols["sh"], cols["mid"], cols["hi"])
+    dark = (cols["dsh"], cols["dmid"], cols["dhi"])
+    for pa, pb, ma, mb, ha, hb, w0, w1, w2, d in rows:
+        c = dark if d else plain
+        line(CA, pa, pb, c[0], w0, AA, 4)
+        if w0 >= 2:          # lit side of the cylinder, then its highlight
+            line(CA, ma, mb, c[1], w1, AA, 4)
+            if w0 >= 3:
+                line(CA, ha, hb, c[2], w2, AA, 4)
     if hairy > 0:
-        seg = pts[1:] - pts[:-1]
+        seg = b - a
         L = np.hypot(seg[:, 0], seg[:, 1])
-        per = hairy * L / np.maximum(1.5, th[:-1] * 0.9) * 0.6
+        per = hairy * L / np.maximum(1.5, t * 0.9) * 0.6
         m = int(per.sum())
         if m:
-            si = rng.choice(n, m, p=per / per.sum())
+            si = rng.choice(len(a), m, p=per / per.sum())
             u = rng.random(m)
             ang = np.arctan2(seg[si, 1], seg[si, 0])
             side = rng.choice((-1.0, 1.0), m)
             aa = ang + side * rng.uniform(0.35, 0.9, m)
-            tt = th[si]
+            tt = t[si]
             ln = tt * rng.uniform(0.7, 1.5, m) + 1
             off = tt * 0.45 * side
             hs = np.empty((m, 2, 2), np.float64)
-            hs[:, 0, 0] = pts[si, 0] + seg[si, 0] * u - np.sin(ang) * off
-            hs[:, 0, 1] = pts[si, 1] + seg[si, 1] * u + np.cos(ang) * off
+            hs[:, 0, 0] = a[si, 0] + seg[si, 0] * u - np.sin(ang) * off
+            hs[:, 0, 1] = a[si, 1] + seg[si, 1] * u + np.cos(ang) * off
             hs[:, 1, 0] = hs[:, 0, 0] + np.cos(aa) * ln
             hs[:, 1, 1] = hs[:, 0, 1] + np.sin(aa) * ln
-            cv2.polylines(CA, list(np.round(hs * 16).astype(np.int32)), False, cols["hair"], 1, AA, 4)
+            cv2.polylines(CA, list(np.rint(hs * 16).astype(np.int32)), False, cols["hair"], 1, AA, 4)
 
 
 @dataclass
@@ -753,11 +818,20 @@ def _spider_extent(model) -> np.ndarray:
 
 
 def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy: float,
-                   light: np.ndarray) -> _Patch:
+                   light: np.ndarray, surround: float | None = None) -> _Patch:
+    """A spider as a patch. `surround`: mean linear brightness of the background where it
+    sits; most spiders are then kept clearly lighter or darker than it (people photograph
+    spiders they can see), a few stay camouflaged."""
     k = _KINDS[kind]
     pal = k["pal"][rng.integers(len(k["pal"]))]
     # palettes are written as seen; the camera's gamma brightens mid-tones, so darken here
     tone = {"argiope": 0.8, "crab": 0.8, "cellar": 0.7}.get(kind, 0.55) * rng.uniform(0.8, 1.15)
+    push = rng.random() < 0.8
+    if surround is not None and push:
+        body = float(np.mean(pal[0])) * tone
+        ratio = body / max(surround, 1e-3)
+        if 1 / 1.8 < ratio < 1.8:        # too close to the background: darken, or lighten
+            tone *= 0.45 if surround > 0.12 or body > 0.35 else 2.2
     base = _jitter(rng, pal[0], 0.1, (0.8, 1.2)) * np.float32(tone)
     dark = _jitter(rng, pal[1], 0.1, (0.8, 1.2)) * np.float32(tone)
     lite = _jitter(rng, pal[2], 0.08, (0.85, 1.1)) * np.float32(tone ** 0.5)
@@ -779,17 +853,17 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
         return (_transform(pts, unit, rot, cx, cy) - off) * ss + (ss - 1) / 2
 
     CA = np.zeros((Hs, Ws, 4), np.uint8)
-    band = rng.random() < (0.8 if kind in ("orb", "argiope", "house", "wolf") else 0.3)
+    band = rng.random() < {"orb": 0.8, "argiope": 1.0, "house": 0.6, "wolf": 0.6, "widow": 0.0,
+                           "cellar": 0.2}.get(kind, 0.3)
     leg_col = _jitter(rng, base * 0.8 + lite * 0.2 if band else base, 0.05)
     if kind == "argiope":
         leg_col = _jitter(rng, dark * 0.3 + np.float32([0.5, 0.4, 0.25]) * tone, 0.05)
     leg_dark = dark
     legs = sorted(model["legs"], key=lambda l: -abs(l[2] - 1.5))  # outer pairs first
     cols = _limb_colors(leg_col, leg_col * 0.35 + leg_dark * 0.65, lite)
-    for pts, th, _j in legs:
-        _draw_limb(CA, to_ss(pts), th * unit * ss, cols, band, light, hairy, rng)
-    for pts, th in model["palps"]:
-        _draw_limb(CA, to_ss(pts), th * unit * ss, cols, False, light, hairy, rng)
+    limbs = [(to_ss(pts).astype(np.float64), (th * unit * ss).astype(np.float64), band) for pts, th, _j in legs]
+    limbs += [(to_ss(pts).astype(np.float64), (th * unit * ss).astype(np.float64), False) for pts, th in model["palps"]]
+    _draw_limbs(CA, limbs, cols, light, hairy, rng)
     F = CA.astype(np.float32)
     F *= np.float32(1 / 255)
     # the body parts are drawn at 1x: their per-pixel shading antialiases its own edges, so
@@ -821,7 +895,6 @@ def _render_spider(rng, kind: str, model, span: float, rot: float, cx: float, cy
         chx, chy = centre(model["ccx"] + model["cl"] * 0.47, side * model["cw"] * 0.12)
         _draw_ellipsoid(C, A, _Ellipsoid(chx, chy, model["cl"] * 0.14 * u, model["cw"] * 0.11 * u, ax, ay,
                                          "plain", (dark * 1.2, dark, lite), 0.6, 0.0, seed), light, None)
-    black = np.array([0.02, 0.02, 0.02], np.float32)
     if k.get("eyes") == "big":
         eyes = [(0.38, 0.15, 0.11), (0.38, -0.15, 0.11), (0.36, 0.33, 0.055), (0.36, -0.33, 0.055)]
     else:
@@ -944,14 +1017,16 @@ def _draw_web(img: np.ndarray, rng, cx: float, cy: float, light) -> None:
         rings.append(np.round(pts * 16).astype(np.int32))
         r += step * rng.uniform(0.85, 1.15) * (1 + r / R * 0.5)
     cv2.polylines(layer, rings, True, 255, 1, cv2.LINE_AA, 4)
-    glint = np.clip(0.35 + 0.7 * _fbm(rng, h, w, rng.uniform(40, 120), octaves=2), 0.05, 1.0)
-    a = layer.astype(np.float32) * np.float32(rng.uniform(0.45, 0.8) / 255) * glint
-    _blend_col(img, (0.92, 0.92, 0.9), a)
+    # glints: threads catch the light in patches; smooth, so made at 1/8 resolution
+    gl = np.clip(0.35 + 0.7 * _fbm(rng, h // 8 + 1, w // 8 + 1, rng.uniform(5, 15), octaves=2), 0.05, 1.0)
+    gl = cv2.resize(gl, (w, h), interpolation=cv2.INTER_LINEAR)
+    a = cv2.multiply(layer, gl, dtype=cv2.CV_32F, scale=rng.uniform(0.3, 0.7) / 255)
+    img += _gray3(a)        # thin bright threads: adding light is close to 'over' in white
 
 
 # =========================================================================== scene
 def _image_size(rng, p: SyntheticParams) -> tuple[int, int]:
-    long = int(rng.integers(max(p.min_size, int(p.max_size * 0.75)), p.max_size + 1))
+    long = int(rng.integers(max(p.min_size, int(p.max_size * 0.6)), p.max_size + 1))
     aspect = float(rng.choice([1.0, 1.25, 4 / 3, 1.5, 16 / 9])) * rng.uniform(0.98, 1.02)
     short = int(np.clip(round(long / aspect), p.min_size, long))
     return (long, short) if rng.random() < 0.7 else (short, long)
@@ -988,8 +1063,8 @@ def render(p: SyntheticParams, seed: int, index: int):
     if fl["web"]:
         bgname = "far" if rng.random() < 0.75 else str(rng.choice(["bark", "wall", "stone"]))
     else:
-        bgname = str(rng.choice(["bark", "litter", "soil", "stone", "wall", "far"],
-                                p=[0.3, 0.2, 0.14, 0.14, 0.17, 0.05]))
+        bgname = str(rng.choice(["bark", "litter", "soil", "stone", "wall", "leaf", "far"],
+                                p=[0.26, 0.17, 0.12, 0.12, 0.15, 0.13, 0.05]))
     img = BACKGROUNDS[bgname](rng, H, W, light)
 
     # ---- plan objects (placed without overlap so each label map region is one whole object)
@@ -1008,8 +1083,10 @@ def render(p: SyntheticParams, seed: int, index: int):
             span = rng.uniform(28, 70)
         elif n_sp == 2:
             span = short * rng.uniform(0.28, 0.48)
-        else:
-            span = short * rng.uniform(0.35, 0.85)
+        elif fl["distractor"]:   # leave room for the distractor
+            span = short * rng.uniform(0.3, 0.55)
+        else:   # macro framing: the spider usually fills much of the frame
+            span = short * (rng.uniform(0.55, 0.95) if rng.random() < 0.6 else rng.uniform(0.3, 0.55))
         rot = rng.uniform(0, 2 * math.pi)
         ext = _transform(_spider_extent(model), 1.0, rot, 0, 0)
         unit = span / float(np.max(np.ptp(_spider_extent(model), axis=0)))
@@ -1025,8 +1102,10 @@ def render(p: SyntheticParams, seed: int, index: int):
     placed = []
     for pl in plans:
         pos = _place(rng, W, H, pl[5], taken)
-        if pos is None and pl[0] == "spider":      # shrink until it fits
+        if pos is None:                             # shrink until it fits
             for _ in range(4):
+                if pl[0] != "spider" and pl[3] * 0.7 < 24:
+                    break
                 pl = pl[:3] + (pl[3] * 0.7, pl[4], (pl[5][0] * 0.7, pl[5][1] * 0.7), pl[6] * 0.7)
                 pos = _place(rng, W, H, pl[5], taken)
                 if pos is not None:
@@ -1036,19 +1115,20 @@ def render(p: SyntheticParams, seed: int, index: int):
 
     # ---- depth of field: the focus plane passes through the first object
     focus = placed[0][1] if placed else (W / 2, H / 2)
-    if bgname == "far":
-        pass                                     # already defocused
-    elif fl["web"]:
-        img = _blur(img, rng.uniform(3, 8))      # surface well behind the web
-    elif rng.random() < 0.75:
-        sig = rng.uniform(2, 7)
-        tilt = rng.uniform(0, 2 * math.pi)
-        f = 8
-        gy, gx = np.mgrid[0:H // f + 1, 0:W // f + 1].astype(np.float32) * f
-        dist = np.abs((gx - focus[0]) * math.cos(tilt) + (gy - focus[1]) * math.sin(tilt))
-        wmap = np.clip((dist - short * rng.uniform(0.08, 0.25)) / (short * rng.uniform(0.3, 0.6)), 0, 1)
-        wmap = cv2.resize(wmap, (W, H), interpolation=cv2.INTER_LINEAR)
-        _blend_img(img, _blur(img, sig), wmap)
+    if bgname != "far":                          # (the far background is defocused already)
+        if fl["web"]:
+            img = _blur(img, rng.uniform(3, 8))  # surface well behind the web
+        elif rng.random() < 0.75:                # sharp near the subject, blurring away from it
+            sig = rng.uniform(2, 7)
+            tilt = rng.uniform(0, 2 * math.pi)
+            f = 8
+            gy, gx = np.mgrid[0:H // f + 1, 0:W // f + 1].astype(np.float32) * f
+            dist = np.abs((gx - focus[0]) * math.cos(tilt) + (gy - focus[1]) * math.sin(tilt))
+            wmap = np.clip((dist - short * rng.uniform(0.08, 0.25)) / (short * rng.uniform(0.3, 0.6)), 0, 1)
+            wmap = cv2.resize(wmap, (W, H), interpolation=cv2.INTER_LINEAR)
+            _blend_img(img, _blur(img, sig), wmap)
+    if bgname == "far" and rng.random() < 0.35:
+        img *= np.float32(rng.uniform(0.06, 0.3))   # flash at night: the far background falls dark
     if fl["web"]:
         _draw_web(img, rng, focus[0], focus[1], light)
 
@@ -1059,11 +1139,20 @@ def render(p: SyntheticParams, seed: int, index: int):
         kind = pl[0]
         if kind == "spider":
             ccx, ccy = cx - pl[6][0], cy - pl[6][1]
-            patch = _render_spider(rng, pl[1], pl[2], pl[3], pl[4], ccx, ccy, light)
+            r = max(8, int(pl[3] * 0.15))
+            near = img[max(0, int(cy) - r):int(cy) + r, max(0, int(cx) - r):int(cx) + r]
+            patch = _render_spider(rng, pl[1], pl[2], pl[3], pl[4], ccx, ccy, light,
+                                   surround=float(near.mean()) if near.size else None)
         elif kind == CATERPILLAR:
             patch = _render_caterpillar(rng, pl[3], pl[4], cx, cy, light)
         else:
             patch = _render_leaf(rng, pl[3], pl[4], cx, cy, light)
+        # light bounced off the surroundings tints the subject a little
+        r = max(8, int(pl[3] * 0.3))
+        near = img[max(0, int(cy) - r):int(cy) + r:4, max(0, int(cx) - r):int(cx) + r:4]
+        if near.size:
+            env = near.reshape(-1, 3).mean(0) + 1e-3
+            patch.C *= np.clip(env / env.mean(), 0.8, 1.25).astype(np.float32) ** np.float32(0.5)
         box = _composite(img, mask, patch, label, light, on_web=fl["web"] and kind == "spider")
         if box is not None:
             objects.append(SyntheticObject(kind, box, label))
@@ -1076,30 +1165,35 @@ def render(p: SyntheticParams, seed: int, index: int):
     grad = 1 + rng.uniform(0, 0.25) * (nx * light[0] + ny * light[1])
     gain = cv2.resize((vig * grad).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
     expo = rng.uniform(0.7, 1.15)
-    wb = np.array([rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.88, 1.1)], np.float32) * np.float32(expo)
-    img *= cv2.merge([gain * wb[0], gain * wb[1], gain * wb[2]])
+    wb = np.array([rng.uniform(0.9, 1.1), 1.0, rng.uniform(0.88, 1.1)]) * expo
+    img *= _gray3(gain)
     np.maximum(img, 0, out=img)
-    # shot noise grows with the signal: sigma ~ iso * sqrt(level)
-    iso = np.float32(rng.uniform(0.005, 0.03))
-    img += cv2.multiply(_window(rng, _tiles()[1], H, W), cv2.sqrt(img + np.float32(0.0004))) * iso
-    # gamma 2 by sqrt, then the rest of the tone curve as an 8-bit LUT
-    np.maximum(img, 0, out=img)
-    out = cv2.LUT(cv2.convertScaleAbs(cv2.sqrt(img), alpha=255), _tone_lut(rng))
-    if rng.random() < 0.3:                       # lens softness
+    # gamma 2 by sqrt. The sqrt is variance-stabilising for shot noise, so sensor noise of
+    # constant sigma added after it behaves like noise growing with the square root of the
+    # signal before it. White balance, exposure and the rest of the tone curve: one LUT.
+    g = cv2.sqrt(img)
+    cv2.scaleAdd(_window(rng, _tiles()[1], H, W), rng.uniform(0.004, 0.016), g, dst=g)
+    out = cv2.LUT(cv2.convertScaleAbs(g, alpha=255), _tone_lut(rng, wb))
+    r = rng.random()
+    if r < 0.25:                                 # lens softness
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.8))
+    elif r < 0.65:                               # in-camera sharpening (unsharp mask)
+        k = rng.uniform(0.3, 0.9)
+        out = cv2.addWeighted(out, 1 + k, cv2.GaussianBlur(out, (0, 0), rng.uniform(0.8, 1.5)), -k, 0)
     q = int(rng.integers(p.jpeg_quality_min, p.jpeg_quality_max + 1))
     info = {"background": bgname, **fl, "spiders": [pl[1] for pl, _ in placed if pl[0] == "spider"]}
     return out, mask, objects, q, info
 
 
-def _tone_lut(rng) -> np.ndarray:
-    """8-bit LUT on sqrt-encoded values: the rest of a gamma of 2.0-2.4 and an S-curve."""
-    x = np.linspace(0, 1, 256, dtype=np.float32)
+def _tone_lut(rng, wb) -> np.ndarray:
+    """Per-channel 8-bit LUT on sqrt-encoded values: white balance and exposure (gains on the
+    linear values), the rest of a gamma of 2.0-2.4 and an S-curve. Shape 256x1x3."""
+    x = np.linspace(0, 1, 256, dtype=np.float64)[:, None] * np.sqrt(np.asarray(wb))[None, :]
     g = rng.uniform(2.0, 2.4)
-    y = x ** (2 / g)
+    y = np.minimum(x, 1.0) ** (2 / g)
     c = rng.uniform(0.25, 0.8)                  # S-curve contrast
     y = y + c * (y - 0.5) * (1 - np.abs(2 * y - 1)) * 0.5
-    return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
 
 def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> list | None:
@@ -1127,13 +1221,15 @@ def _composite(img, mask, patch: _Patch, label: int, light, on_web: bool) -> lis
     np.minimum(shadow, 0.85, out=shadow)
     shadow = cv2.resize(shadow, (wb * 2, hb * 2), interpolation=cv2.INTER_LINEAR)
     X0, Y0 = patch.x0 - pad, patch.y0 - pad
+    # one pass: background * (1 - shadow) * (1 - coverage) + premultiplied colour
+    keep = 1 - shadow
+    keep[pad:pad + h, pad:pad + w] *= 1 - patch.A
 
     def darken(reg, sl):
-        reg *= _gray3(1 - shadow[sl])
-    _apply(img, X0, Y0, darken, shadow.shape)
+        reg *= _gray3(keep[sl])
+    _apply(img, X0, Y0, darken, keep.shape)
 
     def over(reg, sl):
-        reg *= _gray3(1 - patch.A[sl])
         reg += patch.C[sl]
     _apply(img, patch.x0, patch.y0, over, shape=(h, w))
     # mask: the object's coverage above threshold
@@ -1215,7 +1311,7 @@ def _make_duplicate(p: SyntheticParams, seed: int, index: int, orig: SyntheticIm
     img = cv2.cvtColor(cv2.imdecode(np.frombuffer(orig.jpeg, np.uint8), cv2.IMREAD_COLOR),
                        cv2.COLOR_BGR2RGB)
     H, W = img.shape[:2]
-    m = rng.uniform(0.0, 0.04, 4)
+    m = rng.uniform(0.0, 0.03, 4)
     x0, y0 = int(m[0] * W), int(m[1] * H)
     x1, y1 = W - int(m[2] * W), H - int(m[3] * H)
     img = img[y0:y1, x0:x1]
@@ -1223,10 +1319,14 @@ def _make_duplicate(p: SyntheticParams, seed: int, index: int, orig: SyntheticIm
     h, w = img.shape[:2]
     lo = max(p.min_size / min(h, w), 0.7)
     hi = min(p.max_size / max(h, w), 1.15)
-    s = float(rng.uniform(lo, hi)) if hi >= lo else hi
-    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    s = float(rng.uniform(lo, hi)) if hi >= lo else lo
+    nw, nh = max(1, int(math.ceil(w * s))), max(1, int(math.ceil(h * s)))
     img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    if max(nw, nh) > p.max_size:   # both size bounds could not hold by scaling: crop the excess
+        cx0, cy0 = (nw - min(nw, p.max_size)) // 2, (nh - min(nh, p.max_size)) // 2
+        nw, nh = min(nw, p.max_size), min(nh, p.max_size)
+        img, mask = img[cy0:cy0 + nh, cx0:cx0 + nw], mask[cy0:cy0 + nh, cx0:cx0 + nw]
     gain, bias = rng.uniform(0.85, 1.18), rng.uniform(-12, 12)
     img = cv2.convertScaleAbs(img, alpha=gain, beta=bias)
     q = int(rng.integers(p.jpeg_quality_min, p.jpeg_quality_max + 1))
@@ -1258,6 +1358,31 @@ def generate(p: SyntheticParams, seed: int) -> Iterator[SyntheticImage]:
         if item.dup_group and item.dup_of is None:
             cache[i] = item
         yield item
+
+
+def draw_spider(rgb: np.ndarray, rng: np.random.Generator, span: float, center: tuple,
+                rot: float | None = None, kind: str | None = None, mask: np.ndarray | None = None,
+                label: int = 1) -> list | None:
+    """Draw one spider (legs included, `span` pixels across) onto an existing uint8 RGB image,
+    in place, with its soft shadow; mark it in `mask` (uint8 label map) if given. Returns its
+    tight box [x0, y0, x1, y1] (x1/y1 exclusive), or None if it fell outside the image.
+    For tests and tools that need a spider on a background of their own."""
+    if kind is None:
+        kind = str(rng.choice(_KIND_NAMES, p=_KIND_WEIGHTS / _KIND_WEIGHTS.sum()))
+    if rot is None:
+        rot = float(rng.uniform(0, 2 * math.pi))
+    az = rng.uniform(0, 2 * math.pi)
+    light = np.array([0.5 * math.cos(az), 0.5 * math.sin(az), 0.75], np.float32)
+    model = _spider_model(rng, kind)
+    ext = _transform(_spider_extent(model), 1.0, rot, 0, 0)
+    unit = span / float(np.max(np.ptp(_spider_extent(model), axis=0)))
+    cen = (ext.max(0) + ext.min(0)) / 2 * unit
+    img = (rgb.astype(np.float32) * np.float32(1 / 255)) ** 2          # to linear
+    m = np.zeros(rgb.shape[:2], np.uint8) if mask is None else mask
+    patch = _render_spider(rng, kind, model, span, rot, center[0] - cen[0], center[1] - cen[1], light)
+    box = _composite(img, m, patch, label, light, on_web=False)
+    rgb[...] = cv2.convertScaleAbs(cv2.sqrt(np.maximum(img, 0)), alpha=255)
+    return box
 
 
 # =========================================================================== looking at it

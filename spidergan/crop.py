@@ -1,0 +1,330 @@
+"""The crop stage: square crops around the spiders of `data/raw/`, written to `data/crops/`.
+
+Boxes come from the detector (`data/detections.jsonl`) or, on the synthetic source, from the
+ground truth. Per image the policy picks the best box or every box above `min_conf` after NMS;
+each box grows by `margin` into a square (the square may leave the photo: `pad` fills it), and a
+square smaller than `min_side` source pixels is dropped, because upscaling a small spider adds
+nothing. Crops are resized to `size` and written as PNG.
+
+Layout of `data/crops/`:
+    images/<crop id>.png   crop id `<image id>-<n>`, n the box's index in its source list
+    manifest.jsonl         id, file, image_id, box (the square, source px), det_box, conf, side,
+                           size, truth_label, truth_cls, truth_dup_group, provenance
+    rejects.jsonl          id (crop or image id), image_id, reason, detail
+    run.json               the settings the folder was made with (a change starts it afresh)
+
+Boxes are in the pixel frame of the EXIF-oriented image (as `images.load_rgb` returns it), the
+frame the detector saw. A killed run resumes: boxes are planned without decoding, and only crops
+missing from the manifest are cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from spidergan import atomic, images, manifest, params
+from spidergan.review import decisions as review_decisions
+from spidergan.params import CropParams
+
+log = logging.getLogger(__name__)
+
+RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX,
+            "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC}
+
+
+# --------------------------------------------------------------------------- geometry
+def extract_square(img: Image.Image, box, size: int, pad: str = "reflect",
+                   resample=Image.Resampling.LANCZOS, fill=0) -> Image.Image:
+    """Cut the square `box` = (x0, y0, x1, y1) (source pixels, x1/y1 exclusive) out of `img`
+    and resize it to `size` x `size`.
+
+    The square may extend past the image: `pad="reflect"` mirrors the image there (repeatedly
+    if needed), `pad="constant"` fills with `fill`. Works for any mode numpy round-trips
+    ("RGB", "L", "RGBA", ...); cut label maps with mode "L" and `resample=Image.NEAREST` so that
+    no new label values appear. `resample` may also be a name from RESAMPLE.
+    """
+    if isinstance(resample, str):
+        resample = RESAMPLE[resample]
+    x0, y0, x1, y1 = (int(math.floor(v + 0.5)) for v in box)
+    side = x1 - x0
+    if side <= 0 or y1 - y0 != side:
+        raise ValueError(f"not a square box: {box}")
+    if pad not in ("reflect", "constant"):
+        raise ValueError(f"pad must be 'reflect' or 'constant', got {pad!r}")
+    w, h = img.size
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if ix0 >= ix1 or iy0 >= iy1:
+        if pad == "reflect":
+            raise ValueError(f"box {box} does not overlap the {w}x{h} image")
+        bands = len(img.getbands())
+        color = (fill,) * bands if bands > 1 and not isinstance(fill, tuple) else fill
+        part = Image.new(img.mode, (side, side), color)
+    else:
+        part = img.crop((ix0, iy0, ix1, iy1))
+        if (ix0, iy0, ix1, iy1) != (x0, y0, x1, y1):
+            a = np.asarray(part)
+            widths = [(iy0 - y0, y1 - iy1), (ix0 - x0, x1 - ix1)] + [(0, 0)] * (a.ndim - 2)
+            if pad == "constant":
+                a = np.pad(a, widths, mode="constant", constant_values=fill)
+            else:
+                # numpy's reflect needs two pixels along an axis; one pixel can only repeat
+                mode = "reflect" if min(a.shape[:2]) > 1 else "edge"
+                a = np.pad(a, widths, mode=mode)
+            part = Image.fromarray(np.ascontiguousarray(a))  # L, RGB or RGBA from the shape
+    if part.size != (size, size):
+        part = part.resize((size, size), resample)
+    return part
+
+
+def square_around(box, margin: float) -> tuple[int, int, int, int]:
+    """The integer square centred on `box`, its side the longer box side times (1 + 2 margin)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(1, int(math.floor(max(x1 - x0, y1 - y0) * (1 + 2 * margin) + 0.5)))
+    sx = int(math.floor((x0 + x1) / 2 - side / 2 + 0.5))
+    sy = int(math.floor((y0 + y1) / 2 - side / 2 + 0.5))
+    return sx, sy, sx + side, sy + side
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def nms(boxes: list, confs: list, iou_max: float) -> list[int]:
+    """Greedy non-maximum suppression; returns kept positions, strongest first (ties: lower index)."""
+    order = sorted(range(len(boxes)), key=lambda i: (-confs[i], i))
+    kept: list[int] = []
+    for i in order:
+        if all(iou(boxes[i], boxes[j]) <= iou_max for j in kept):
+            kept.append(i)
+    return kept
+
+
+# --------------------------------------------------------------------------- planning
+@dataclass
+class Candidate:
+    n: int                 # index in the source list (detections' boxes or truth objects)
+    box: list              # detection / truth box, source px
+    conf: float
+    truth: dict | None = None
+
+
+@dataclass
+class Plan:
+    """What to do with one image, decided before decoding it."""
+    image: dict
+    crops: list[dict] = field(default_factory=list)    # manifest records still lacking pixels
+    rejects: list[dict] = field(default_factory=list)
+
+
+def _candidates(image_id: str, p: CropParams, detections: dict | None, truth: dict | None):
+    """(candidates, image-level reject reason or None)."""
+    if p.boxes == "truth":
+        t = (truth or {}).get(image_id)
+        if t is None:
+            return [], ("no_truth", "no ground-truth record for this image")
+        return [Candidate(n, list(o["box"]), 1.0, o) for n, o in enumerate(t.get("objects", []))
+                if o.get("cls") == "spider"], None
+    d = (detections or {}).get(image_id)
+    if d is None:
+        return [], ("no_detection", "no record in the detections file")
+    if d.get("status", "ok") != "ok":
+        return [], ("detection_error", str(d.get("reason", "")))
+    return [Candidate(n, list(b["box"]), float(b.get("conf", 1.0)))
+            for n, b in enumerate(d.get("boxes", [])) if int(b.get("cls", 0)) == 0], None
+
+
+def _match_truth(box, objects: list, min_iou: float) -> dict | None:
+    best, best_iou = None, min_iou
+    for o in objects:
+        v = iou(box, o["box"])
+        if v >= best_iou:
+            best, best_iou = o, v
+    return best
+
+
+def plan_image(image: dict, p: CropParams, detections: dict | None, truth: dict | None,
+               rejected_ids: set[str]) -> Plan:
+    """Pick boxes for one raw image and turn them into crop records and reject records."""
+    plan = Plan(image)
+    iid = image["id"]
+    cands, why = _candidates(iid, p, detections, truth)
+    if why:
+        plan.rejects.append({"id": iid, "image_id": iid, "reason": why[0], "detail": why[1]})
+        return plan
+    if not cands:
+        plan.rejects.append({"id": iid, "image_id": iid, "reason": "no_box", "detail": "no spider box"})
+        return plan
+
+    def reject(c: Candidate, reason: str, detail: str = ""):
+        plan.rejects.append({"id": f"{iid}-{c.n}", "image_id": iid, "reason": reason, "detail": detail})
+
+    strong = []
+    for c in cands:
+        if c.conf < p.min_conf:
+            reject(c, "low_conf", f"conf {c.conf:.3f} < {p.min_conf}")
+        else:
+            strong.append(c)
+    if p.policy == "best":
+        # highest confidence, then the larger box (truth boxes all have confidence 1)
+        strong.sort(key=lambda c: (-c.conf, -(c.box[2] - c.box[0]) * (c.box[3] - c.box[1]), c.n))
+        for c in strong[1:]:
+            reject(c, "not_best", f"image's best box is {iid}-{strong[0].n}")
+        chosen = strong[:1]
+    else:
+        keep = nms([c.box for c in strong], [c.conf for c in strong], p.nms_iou)
+        for i, c in enumerate(strong):
+            if i not in keep:
+                reject(c, "nms_suppressed", f"overlaps a stronger box by IoU > {p.nms_iou}")
+        chosen = [strong[i] for i in sorted(keep, key=lambda i: strong[i].n)]
+
+    t = (truth or {}).get(iid) or {}
+    for c in chosen:
+        cid = f"{iid}-{c.n}"
+        sq = square_around(c.box, p.margin)
+        side = sq[2] - sq[0]
+        if side < p.min_side:
+            reject(c, "too_small", f"square side {side} px < min_side {p.min_side}")
+            continue
+        if cid in rejected_ids:
+            reject(c, "review_rejected", "rejected in the review decisions file")
+            continue
+        obj = c.truth if c.truth is not None else _match_truth(c.box, t.get("objects", []), p.truth_iou)
+        plan.crops.append({
+            "id": cid, "file": f"images/{cid}.png", "image_id": iid, "box": list(sq),
+            "det_box": [float(v) for v in c.box], "conf": round(c.conf, 6), "side": side,
+            "size": p.size,
+            "truth_label": int(obj["label"]) if obj is not None and "label" in obj else None,
+            "truth_cls": obj.get("cls") if obj is not None else None,
+            "truth_dup_group": t.get("dup_group"),
+            "provenance": {"source": image.get("source"), "raw_file": image.get("file"),
+                           "sha256": image.get("sha256"), **(image.get("provenance") or {})},
+        })
+    return plan
+
+
+# --------------------------------------------------------------------------- the stage
+def _settings(p: CropParams, detections_path, truth_path, rejected_ids: set[str]) -> dict:
+    import hashlib
+
+    return {"params": params.to_dict(p),
+            "detections": str(detections_path) if p.boxes == "detections" else None,
+            "truth": str(truth_path) if truth_path else None,
+            # a new review rejection must take its crop out of a folder being resumed
+            "review_rejected": hashlib.sha256("\n".join(sorted(rejected_ids)).encode()).hexdigest()}
+
+
+def _fresh_if_changed(out: Path, settings: dict) -> None:
+    """A folder made with other settings is emptied: resuming into it would mix two runs."""
+    run_file = out / "run.json"
+    if run_file.exists():
+        import json
+
+        try:
+            same = json.loads(run_file.read_text()) == settings
+        except ValueError:
+            same = False
+        if same:
+            return
+    for name in ("manifest.jsonl", "rejects.jsonl"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "images", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(run_file, settings)
+
+
+def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/crops",
+        detections_path: str | Path = "data/detections.jsonl",
+        decisions_path: str | Path | None = review_decisions.DEFAULT_PATH,
+        metrics_path: str | Path | None = "metrics/crop.json", workers: int | None = None) -> dict:
+    """Crop every image of the raw manifest; returns (and writes) the counts."""
+    raw, out = Path(raw), Path(out)
+    images_in = list(manifest.read_by_id(raw / "manifest.jsonl").values())
+    truth_path = raw / "truth.jsonl"
+    truth = manifest.read_by_id(truth_path) if truth_path.exists() else None
+    detections = None
+    if not images_in:
+        log.warning("crop: the raw manifest %s is empty or missing; writing an empty crop set",
+                    raw / "manifest.jsonl")
+    elif p.boxes == "detections":
+        if not Path(detections_path).exists():
+            raise FileNotFoundError(f"crop.boxes=detections but {detections_path} does not exist; "
+                                    "run the detect stage first, or set crop.boxes=truth")
+        detections = manifest.read_by_id(detections_path)
+    elif truth is None:
+        raise FileNotFoundError(f"crop.boxes=truth but {truth_path} does not exist (only the "
+                                "synthetic source has ground truth); set crop.boxes=detections")
+    rejected_ids: set[str] = set()
+    if decisions_path:  # the review log: latest decision per crop id wins, undo clears
+        verdicts = review_decisions.verdicts(review_decisions.latest(decisions_path), "crop")
+        rejected_ids = {cid for cid, v in verdicts.items() if v == "reject"}
+
+    out.mkdir(parents=True, exist_ok=True)
+    _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None, rejected_ids))
+    (out / "images").mkdir(exist_ok=True)
+
+    done = manifest.read_by_id(out / "manifest.jsonl")
+    done_rejects = manifest.read_by_id(out / "rejects.jsonl")
+    plans = [plan_image(r, p, detections, truth, rejected_ids) for r in images_in]
+    resample = RESAMPLE[p.resample]
+
+    def cut(plan: Plan):
+        todo = [c for c in plan.crops if not (c["id"] in done and (out / c["file"]).exists())]
+        if not todo:
+            return plan, None
+        try:
+            img = images.load_rgb(raw / plan.image["file"])
+        except images.ImageRejected as e:
+            return plan, e
+        for c in todo:
+            atomic.save_image(out / c["file"], extract_square(img, c["box"], p.size, p.pad, resample))
+        return plan, None
+
+    with manifest.Appender(out / "manifest.jsonl") as man, \
+            manifest.Appender(out / "rejects.jsonl") as rej, \
+            ThreadPoolExecutor(max(1, workers or 2)) as ex:
+        bar = tqdm(ex.map(cut, plans), total=len(plans), desc="crop", unit="img")
+        for plan, err in bar:
+            recs = plan.rejects
+            if err is not None:
+                recs = recs + [{"id": plan.image["id"], "image_id": plan.image["id"],
+                                "reason": "unreadable", "detail": f"{err.reason}: {err.detail}"}]
+            for r in recs:
+                if r["id"] not in done_rejects:
+                    rej.append(r)
+            if err is None:
+                for c in plan.crops:
+                    if c["id"] not in done:
+                        man.append(c)
+    counts = summarize(out, len(images_in))
+    if metrics_path:
+        atomic.write_json(metrics_path, counts)
+    return counts
+
+
+def summarize(out: Path, n_images: int) -> dict:
+    """Counts from the written files (so a resumed run reports the whole run)."""
+    crops = manifest.read_by_id(out / "manifest.jsonl")
+    rejects = manifest.read_by_id(out / "rejects.jsonl")
+    reasons = Counter(r["reason"] for r in rejects.values())
+    counts = {"images_in": n_images, "crops": len(crops),
+              "images_with_crops": len({c["image_id"] for c in crops.values()}),
+              "sides_median": float(np.median([c["side"] for c in crops.values()])) if crops else 0.0}
+    for reason in ("no_box", "no_truth", "no_detection", "detection_error", "low_conf", "not_best",
+                   "nms_suppressed", "too_small", "review_rejected", "unreadable"):
+        counts[f"drop_{reason}"] = reasons.get(reason, 0)
+    return counts

@@ -1,0 +1,1 @@
+"""Evaluation measures: FID/KID (torchmetrics), SWD, memorization, detector rate."""

@@ -1,0 +1,172 @@
+"""Square extraction geometry and the crop stage on a tiny raw folder the test draws."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fake_raw import make_raw
+from spidergan import crop, manifest, params
+from spidergan.params import CropParams
+
+
+def _ramp(w=40, h=30, mode="RGB"):
+    a = (np.arange(h)[:, None] * 100 + np.arange(w)[None, :]) % 251
+    a = a.astype(np.uint8)
+    return Image.fromarray(np.dstack([a, a // 2, 255 - a]) if mode == "RGB" else a)
+
+
+def test_extract_inside_equals_crop_then_resize():
+    im = _ramp()
+    got = crop.extract_square(im, (5, 3, 25, 23), 20)
+    assert np.array_equal(np.asarray(got), np.asarray(im.crop((5, 3, 25, 23))))
+    got = crop.extract_square(im, (5, 3, 25, 23), 64, resample="box")
+    assert got.size == (64, 64)
+    assert np.array_equal(np.asarray(got), np.asarray(im.crop((5, 3, 25, 23)).resize((64, 64), Image.BOX)))
+
+
+def test_extract_pads_by_reflection_and_constant():
+    im = _ramp()
+    a = np.asarray(im)
+    got = np.asarray(crop.extract_square(im, (-4, -4, 16, 16), 20, pad="reflect"))
+    assert np.array_equal(got[4:, 4:], a[:16, :16])
+    assert np.array_equal(got[4:, 3], a[:16, 1])      # column -1 mirrors column 1
+    assert np.array_equal(got[0, 4:], a[4, :16])      # row -4 mirrors row 4
+    got = np.asarray(crop.extract_square(im, (30, 20, 50, 40), 20, pad="constant"))
+    assert np.array_equal(got[:10, :10], a[20:30, 30:40]) and (got[10:] == 0).all() and (got[:, 10:] == 0).all()
+    # a square several times larger than the image still fills by repeated reflection
+    big = np.asarray(crop.extract_square(im, (-100, -100, 140, 140), 240, pad="reflect"))
+    assert big.shape == (240, 240, 3) and np.array_equal(big[100:130, 100:140], a)
+    off = crop.extract_square(im, (100, 100, 110, 110), 8, pad="constant", fill=7)
+    assert (np.asarray(off) == 7).all()
+    with pytest.raises(ValueError):
+        crop.extract_square(im, (100, 100, 110, 110), 8, pad="reflect")
+    with pytest.raises(ValueError):
+        crop.extract_square(im, (0, 0, 10, 12), 8)
+
+
+def test_extract_label_map_keeps_labels():
+    lab = np.zeros((50, 60), np.uint8)
+    lab[10:30, 5:25] = 1
+    lab[35:48, 40:58] = 2
+    got = crop.extract_square(Image.fromarray(lab), (-10, -5, 50, 55), 37, pad="constant",
+                              resample=Image.NEAREST)
+    assert got.mode == "L" and got.size == (37, 37)
+    assert set(np.unique(np.asarray(got))) == {0, 1, 2}
+    same = crop.extract_square(Image.fromarray(lab), (0, 0, 50, 50), 50, resample="nearest")
+    assert np.array_equal(np.asarray(same), lab[:50, :50])
+
+
+def test_square_around_and_nms():
+    assert crop.square_around([10, 20, 30, 60], 0.0) == (0, 20, 40, 60)
+    assert crop.square_around([10, 20, 30, 60], 0.25) == (-10, 10, 50, 70)
+    boxes = [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]]
+    assert crop.nms(boxes, [0.5, 0.9, 0.1], 0.5) == [1, 2]
+
+
+def _params(**kw) -> CropParams:
+    return params.from_dict({"crop": kw}).crop
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    return make_raw(tmp_path_factory.mktemp("raw"), n=18)
+
+
+def test_crop_from_truth(raw, tmp_path):
+    out = tmp_path / "crops"
+    counts = crop.run(_params(min_side=64, size=48), raw=raw, out=out, decisions_path=None,
+                      metrics_path=tmp_path / "m.json")
+    recs = manifest.read(out / "manifest.jsonl")
+    n_raw = len(manifest.read(raw / "manifest.jsonl"))
+    small = {r["id"] for r in manifest.read(raw / "truth.jsonl")
+             if r["objects"][0]["box"][2] - r["objects"][0]["box"][0] < 40}
+    assert counts["images_in"] == n_raw and counts["drop_too_small"] == len(small) > 0
+    assert counts["crops"] == len(recs) == n_raw - len(small)
+    assert counts["drop_not_best"] == 3  # the two-spider images: the smaller spider goes
+    assert json.loads((tmp_path / "m.json").read_text()) == counts
+    r = recs[0]
+    assert set(r) >= {"id", "file", "image_id", "box", "det_box", "conf", "side", "size",
+                      "truth_label", "truth_cls", "provenance"}
+    assert r["id"] == f"{r['image_id']}-0" and r["truth_cls"] == "spider" and r["truth_label"] == 1
+    assert r["box"][2] - r["box"][0] == r["side"] >= 64
+    with Image.open(out / r["file"]) as im:
+        assert im.size == (48, 48) and im.format == "PNG"
+    assert all(rec["truth_dup_group"] == rec["image_id"].rstrip("d") for rec in recs
+               if rec["truth_dup_group"])
+
+
+def test_crop_policy_all_detections_review_and_bad_input(raw, tmp_path, caplog):
+    dets = []
+    for t in manifest.read(raw / "truth.jsonl"):
+        boxes = [{"box": o["box"], "conf": 0.9 - 0.1 * k, "cls": 0} for k, o in enumerate(t["objects"])]
+        boxes.append({"box": [0, 0, 100, 100], "conf": 0.1, "cls": 0})  # below min_conf
+        dets.append({"id": t["id"], "status": "ok", "boxes": boxes})
+    dets[1] = {"id": dets[1]["id"], "status": "error", "reason": "decode failed"}
+    (tmp_path / "det.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dets))
+    two = next(t["id"] for t in manifest.read(raw / "truth.jsonl") if len(t["objects"]) == 2)
+    from spidergan.review import decisions
+
+    for cid, verdict in ((f"{two}-0", "reject"), (f"{two}-1", "reject"), (f"{two}-1", "accept"),
+                         (f"{two}-2", "reject"), (f"{two}-2", "clear")):
+        decisions.append(tmp_path / "decisions.jsonl", {"kind": "crop", "key": cid, "id": cid,
+                                                        "decision": verdict})
+    # one raw image broken on disk
+    broken = manifest.read(raw / "manifest.jsonl")[5]
+    raw2 = tmp_path / "raw"
+    import shutil
+    shutil.copytree(raw, raw2)
+    (raw2 / broken["file"]).write_bytes(b"not a jpeg")
+    p = _params(boxes="detections", policy="all", min_conf=0.25, min_side=48, size=32)
+    counts = crop.run(p, raw=raw2, out=tmp_path / "c", detections_path=tmp_path / "det.jsonl",
+                      decisions_path=tmp_path / "decisions.jsonl", metrics_path=None)
+    recs = manifest.read_by_id(tmp_path / "c" / "manifest.jsonl")
+    assert f"{two}-1" in recs and f"{two}-0" not in recs
+    assert counts["drop_review_rejected"] == 1 and counts["drop_detection_error"] == 1
+    assert counts["drop_unreadable"] == 1 and counts["drop_low_conf"] == len(dets) - 1
+    assert not any(r["image_id"] == broken["id"] for r in recs.values())
+    leaf_img = next(t for t in manifest.read(raw / "truth.jsonl") if len(t["objects"]) == 2
+                    and t["objects"][1]["cls"] == "leaf")
+    assert recs[f"{leaf_img['id']}-1"]["truth_cls"] == "leaf"  # matched to ground truth by IoU
+    rej = manifest.read(tmp_path / "c" / "rejects.jsonl")
+    assert {r["reason"] for r in rej} >= {"low_conf", "unreadable", "review_rejected", "detection_error"}
+
+    # resume: a kill after the first crops loses nothing and duplicates nothing
+    lines = (tmp_path / "c" / "manifest.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "c" / "manifest.jsonl").write_text("".join(lines[:3]) + lines[3][:10])
+    again = crop.run(p, raw=raw2, out=tmp_path / "c", detections_path=tmp_path / "det.jsonl",
+                     decisions_path=tmp_path / "decisions.jsonl", metrics_path=None)
+    assert again == counts
+    assert len(manifest.read(tmp_path / "c" / "manifest.jsonl")) == len(recs)
+
+    # empty input: empty output and a warning
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.jsonl").write_text("")
+    with caplog.at_level(logging.WARNING):
+        counts = crop.run(_params(), raw=empty, out=tmp_path / "e", decisions_path=None, metrics_path=None)
+    assert counts["crops"] == 0 and "empty" in caplog.text
+    assert (tmp_path / "e" / "manifest.jsonl").exists()
+    with pytest.raises(FileNotFoundError, match="detections"):
+        crop.run(_params(boxes="detections"), raw=raw, out=tmp_path / "e2",
+                 detections_path=tmp_path / "nope.jsonl", metrics_path=None)
+
+
+def test_exif_oriented_image_is_cropped_upright(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "images").mkdir(parents=True)
+    a = np.zeros((200, 300, 3), np.uint8)
+    a[:, :150] = 255  # stored: left half white; displayed (rotated 90 cw): top half white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(raw / "images" / "x.jpg", exif=exif, quality=95)
+    (raw / "manifest.jsonl").write_text(json.dumps({"id": "x", "file": "images/x.jpg"}) + "\n")
+    (raw / "truth.jsonl").write_text(json.dumps(
+        {"id": "x", "objects": [{"cls": "spider", "box": [0, 0, 200, 300], "label": 1}]}) + "\n")
+    crop.run(_params(margin=0.0, min_side=10, size=30, pad="constant"), raw=raw, out=tmp_path / "c",
+             decisions_path=None, metrics_path=None)
+    got = np.asarray(Image.open(tmp_path / "c" / "images" / "x-0.png").convert("L")).astype(int)
+    # the 300 px square over the 200x300 upright image: white top half, dark bottom half
+    assert got[5, 15] > 200 and got[25, 15] < 50
