@@ -30,6 +30,21 @@ def _cmd_scrape(args) -> int:
     return 0
 
 
+def _cmd_mask(args) -> int:
+    from spidergan import mask
+
+    p = _load(args)
+    try:
+        m = mask.run(p.mask, seed=p.seed, manifest_path=args.manifest, images_root=args.images,
+                     out=args.out, raw_root=args.raw or None, metrics_path=args.metrics,
+                     plots_dir=args.plots)
+    except mask.MaskError as e:
+        print(f"spidergan mask: {e}", file=sys.stderr)
+        return 1
+    print(" ".join(f"{k}={v}" for k, v in m.items() if not isinstance(v, dict)))
+    return 0
+
+
 def _cmd_crop(args) -> int:
     from spidergan import crop
 
@@ -166,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data/raw")
     s.add_argument("--metrics", default="metrics/scrape.json")
     s.set_defaults(func=_cmd_scrape)
+
+    s = sub.add_parser("mask", help="cut spiders out of the crops: data/masked (mask.method)")
+    s.add_argument("--manifest", default="data/unique/manifest.jsonl",
+                   help="input crop manifest (default: %(default)s)")
+    s.add_argument("--images", default="data/crops", help="folder the manifest's files are in")
+    s.add_argument("--raw", default="data/raw", help="scrape output with ground truth ('' = none)")
+    s.add_argument("--out", default="data/masked")
+    s.add_argument("--metrics", default="metrics/mask.json")
+    s.add_argument("--plots", default="plots/mask")
+    s.set_defaults(func=_cmd_mask)
 
     s = sub.add_parser("crop", help="square crops around the spiders: data/raw -> data/crops")
     s.add_argument("--raw", default="data/raw")

@@ -177,6 +177,63 @@ class EvaluateParams:
             raise ParamsError("hash whash needs a power-of-two hash_size")
 
 
+# --------------------------------------------------------------------------- mask
+@section
+class GrabCutParams:
+    iterations: int = param(5, ge=1, le=50, doc="GrabCut EM iterations")
+    margin: float = param(0.12, ge=0.0, lt=0.5,
+                          doc="border band (share of the crop side) seeded as sure background when "
+                              "the crop record has no det_box; keep it below the crop margin")
+    box_pad: float = param(0.03, ge=0.0, le=0.5,
+                           doc="the det box, mapped into the crop, grows by this share of the side "
+                               "before seeding: detector boxes tend to clip leg tips")
+    work_size: int = param(256, ge=32, le=4096,
+                           doc="GrabCut runs on the crop scaled to this side (its cost grows with "
+                               "pixels; larger keeps thin legs); the mask is scaled back")
+    core: float = param(0.06, ge=0.0, le=0.5,
+                        doc="radius (share of the seed box side) of the disc at the box centre "
+                            "seeded as sure spider; 0 = none")
+    min_component: float = param(0.02, ge=0.0, le=1.0,
+                                 doc="foreground blobs smaller than this share of the largest one are "
+                                     "dropped (specks of background texture)")
+    feather: float = param(1.0, ge=0.0, le=20.0,
+                           doc="Gaussian sigma (pixels at output size) softening the alpha edge")
+
+
+@section
+class MaskParams:
+    method: str = param("grabcut", choices=("none", "rembg", "grabcut"),
+                        doc="grabcut needs no weights (committed default: runs offline)")
+    model: str = param("u2net", doc="rembg model name (u2net, u2netp, isnet-general-use, silueta, "
+                                    "birefnet-general, ...); weights in $U2NET_HOME")
+    model_path: str = param("", doc="local ONNX file (U^2-Net-like: 1x3x320x320 in, 1x1x320x320 "
+                                    "first out) loaded through rembg's u2net_custom; overrides model")
+    alpha_matting: bool = param(False, doc="refine rembg's mask with closed-form alpha matting (slow)")
+    alpha_matting_foreground_threshold: int = param(240, ge=0, le=255)
+    alpha_matting_background_threshold: int = param(10, ge=0, le=255)
+    alpha_matting_erode_size: int = param(10, ge=0, le=100)
+    post_process: bool = param(False, doc="rembg's morphological smoothing of the mask")
+    threshold: float = param(0.5, gt=0.0, lt=1.0,
+                             doc="alpha level counted as foreground for the area checks and IoU")
+    background: str = param("white", choices=("white", "black", "gray", "blur", "noise"))
+    blur_radius: float = param(12.0, gt=0.0, le=200.0, doc="Gaussian radius for background: blur")
+    min_area: float = param(0.02, ge=0.0, le=1.0,
+                            doc="crops whose mask covers less of the image are dropped (masker failed)")
+    max_area: float = param(0.85, ge=0.0, le=1.0,
+                            doc="crops whose mask covers more of the image are dropped (masker failed)")
+    sheet_count: int = param(12, ge=0, le=256, doc="crops shown in the contact sheet plot")
+    grabcut: GrabCutParams = param(default_factory=GrabCutParams)
+
+    def validate(self):
+        if self.min_area >= self.max_area:
+            raise ParamsError(f"min_area ({self.min_area}) must be below max_area ({self.max_area})")
+        if self.alpha_matting_background_threshold >= self.alpha_matting_foreground_threshold:
+            raise ParamsError("alpha_matting_background_threshold must be below "
+                              "alpha_matting_foreground_threshold")
+        if self.method == "rembg" and not (self.model or self.model_path):
+            raise ParamsError("method rembg needs model or model_path")
+
+
 # --------------------------------------------------------------------------- top level
 @section
 class Params:
@@ -184,6 +241,7 @@ class Params:
     scrape: ScrapeParams = param(default_factory=ScrapeParams)
     crop: CropParams = param(default_factory=CropParams)
     dedup: DedupParams = param(default_factory=DedupParams)
+    mask: MaskParams = param(default_factory=MaskParams)
     evaluate: EvaluateParams = param(default_factory=EvaluateParams)
 
 

@@ -1,0 +1,517 @@
+"""The mask stage: cut the spider out of each crop so the GAN stops learning webs, leaves and bark.
+
+Input: a crop manifest (the deduplicated one, `data/unique/manifest.jsonl`, whose `file`s are
+relative to `data/crops/`). Output, `data/masked/`:
+
+    images/<id>.png    the crop composited on `mask.background`
+    alpha/<id>.png     its alpha mask (8-bit, 255 = spider)
+    manifest.jsonl     the crop record carried forward, `file` pointing at the composite, plus
+                       alpha, crop_file, mask_method, mask_model, mask_area, iou
+    rejects.jsonl      crops dropped with a reason: unreadable, or a mask covering less than
+                       `min_area` / more than `max_area` of the image (a blank or full mask
+                       means the masker failed, and such a crop would teach the GAN nothing)
+
+Three maskers (`mask.method`):
+
+* `grabcut`: OpenCV GrabCut seeded from the crop's known geometry: the detector box mapped into
+  the crop is "probably spider", the rest sure background. Needs no weights (the default).
+* `rembg`: any rembg model by name, or a local ONNX file through rembg's `u2net_custom` session.
+  One session per run. Weights are never fetched at run time: a missing file fails at once
+  with its name and the command that fetches it, and leaves no folder behind.
+* `none`: pass-through (full alpha), the baseline the other two are measured against.
+
+On the synthetic source, each crop's true mask (its ground-truth object cut with the crop's
+square geometry) gives the mean mask IoU, written to the metrics file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageFilter
+from tqdm import tqdm
+
+from spidergan import atomic, images, manifest, params
+from spidergan.crop import extract_square  # the one place that cuts squares
+from spidergan.params import GrabCutParams, MaskParams
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}
+# rembg sessions that cannot run from a model name alone: custom ones need a file (use
+# mask.model_path), sam needs point prompts, and remote ones send the image away.
+_NOT_BY_NAME = {"u2net_custom", "dis_custom", "ben_custom", "sam"}
+
+
+class MaskError(RuntimeError):
+    """A mask configuration that cannot run (unknown model, missing file)."""
+
+
+class MissingWeights(MaskError):
+    """rembg weights absent from the local cache; never downloaded at run time."""
+
+    def __init__(self, model: str, file: Path, url: str):
+        self.model, self.file, self.url = model, Path(file), url
+        self.command = f"mkdir -p {_show(self.file.parent)} && curl -L -o {_show(self.file)} {url}"
+        super().__init__(
+            f"rembg model {model!r} needs its weights file {_show(self.file)}, which is missing; "
+            f"weights are never downloaded at run time. Fetch it once with:\n"
+            f"    {self.command}\n"
+            f"or choose mask.method: grabcut, which needs no weights.")
+
+
+def _show(path: Path) -> str:
+    """A path relative to the working directory when it lies inside it (shorter messages)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- rembg weights
+def rembg_home() -> Path:
+    """rembg's model home. env.setup() points U2NET_HOME inside the project's state folder."""
+    from rembg.sessions.base import BaseSession
+
+    return Path(BaseSession.rembg_home())
+
+
+class _WouldFetch(Exception):
+    def __init__(self, url: str, fname: str, path: str):
+        super().__init__(url)
+        self.url, self.fname, self.path = url, fname, path
+
+
+def rembg_weights(model: str) -> Path:
+    """The local weights file of rembg model `model`; MissingWeights when it is not there.
+
+    rembg's own `download_models` is asked where the file lies, with `pooch.retrieve` swapped
+    for a stub that reports what it would fetch (URL and file name come from rembg's source,
+    so they follow its version) instead of touching the network. Folders rembg creates on the
+    way are removed again when the file is missing.
+    """
+    import pooch
+    from rembg.sessions import sessions
+
+    cls = sessions.get(model)
+    usable = sorted(n for n, c in sessions.items()
+                    if n not in _NOT_BY_NAME and c.is_local() and not c.requires_credentials())
+    if cls is None or model not in usable:
+        why = "custom models load from a file: set mask.model_path" if model in _NOT_BY_NAME \
+            else "it is not a local rembg model"
+        raise MaskError(f"mask.model {model!r} cannot be used ({why}); "
+                        f"choose one of: {', '.join(usable)}")
+
+    def stub(url, known_hash=None, fname=None, path=None, **kw):
+        raise _WouldFetch(url, fname or url.rsplit("/", 1)[-1], path or cls.model_dir())
+
+    home = Path(cls.rembg_home())
+    before = _folders(home)
+    real = pooch.retrieve
+    pooch.retrieve = stub
+    try:
+        found = cls.download_models()
+    except _WouldFetch as w:
+        raise MissingWeights(model, Path(w.path) / w.fname, w.url) from None
+    finally:
+        pooch.retrieve = real
+        _remove_new_empty(home, before)
+    return Path(found[0] if isinstance(found, (tuple, list)) else found)
+
+
+def _folders(root: Path) -> set[Path]:
+    return {Path(d) for d, _, _ in os.walk(root)} if root.exists() else set()
+
+
+def _remove_new_empty(root: Path, before: set[Path]) -> None:
+    for d in sorted(_folders(root) - before, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()  # only succeeds on empty folders
+        except OSError:
+            pass
+
+
+def place_custom_model(path: str | Path) -> Path:
+    """`path` as a file inside rembg's home (rembg refuses a model_path outside it).
+
+    A file already inside is used as is; otherwise it is hard-linked (or, across file systems,
+    copied) to `<home>/custom/<sha12>-<name>`, named by content so an edited file is re-placed.
+    """
+    src = Path(path).expanduser()
+    if not src.is_file():
+        raise MaskError(f"mask.model_path: no such file: {src}")
+    # rembg compares absolute (not resolved) paths, so do the same
+    home = Path(os.path.abspath(rembg_home()))
+    if os.path.abspath(src).startswith(str(home) + os.sep):
+        return Path(os.path.abspath(src))
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    dst = home / "custom" / f"{h.hexdigest()[:12]}-{src.name}"
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return dst
+
+
+def open_rembg_session(p: MaskParams):
+    """One rembg session for the run (loading the network is the expensive part)."""
+    from rembg import new_session
+
+    if p.model_path:
+        return new_session("u2net_custom", model_path=str(place_custom_model(p.model_path)))
+    rembg_weights(p.model)
+    return new_session(p.model)
+
+
+# --------------------------------------------------------------------------- maskers
+class Masker:
+    """Turns one RGB crop (and its record) into an alpha mask (uint8 HxW, 255 = spider)."""
+
+    name = "base"
+    model: Optional[str] = None
+
+    def __call__(self, img: Image.Image, record: dict) -> tuple[np.ndarray, Optional[Image.Image]]:
+        """(alpha, foreground colours or None for the crop itself)."""
+        raise NotImplementedError
+
+
+class NoMasker(Masker):
+    name = "none"
+
+    def __call__(self, img, record):
+        return np.full((img.height, img.width), 255, np.uint8), None
+
+
+class RembgMasker(Masker):
+    name = "rembg"
+
+    def __init__(self, p: MaskParams, session=None):
+        self.p = p
+        self.session = session if session is not None else open_rembg_session(p)
+        self.model = Path(p.model_path).name if p.model_path else p.model
+
+    def __call__(self, img, record):
+        from rembg import remove
+
+        p = self.p
+        if not p.alpha_matting:
+            m = remove(img, session=self.session, only_mask=True, post_process_mask=p.post_process)
+            return np.asarray(m.convert("L"), np.uint8).copy(), None
+        # matting unmixes the edge colours too; its RGB is the foreground to composite
+        cut = remove(img, session=self.session, alpha_matting=True,
+                     alpha_matting_foreground_threshold=p.alpha_matting_foreground_threshold,
+                     alpha_matting_background_threshold=p.alpha_matting_background_threshold,
+                     alpha_matting_erode_size=p.alpha_matting_erode_size,
+                     post_process_mask=p.post_process).convert("RGBA")
+        return np.asarray(cut.getchannel("A"), np.uint8).copy(), cut.convert("RGB")
+
+
+class GrabCutMasker(Masker):
+    name = "grabcut"
+
+    def __init__(self, gp: GrabCutParams):
+        self.gp = gp
+
+    def __call__(self, img, record):
+        rect = seed_rect(record, img.size, self.gp)
+        return grabcut_alpha(img, rect, self.gp), None
+
+
+def make_masker(p: MaskParams) -> Masker:
+    if p.method == "none":
+        return NoMasker()
+    if p.method == "grabcut":
+        return GrabCutMasker(p.grabcut)
+    return RembgMasker(p)
+
+
+def seed_rect(record: dict, size: tuple[int, int], gp: GrabCutParams) -> tuple[int, int, int, int]:
+    """The region seeded "probably spider", in crop pixels (x0, y0, x1, y1).
+
+    With `box` (the crop's square in source pixels) and `det_box` in the record, the detector
+    box is mapped into the crop and grown by `box_pad`; otherwise the crop minus a `margin` band
+    (the crop stage centres the spider inside its margin). At least one pixel stays outside on
+    every side, since GrabCut needs some sure background.
+    """
+    w, h = size
+    box, det = record.get("box"), record.get("det_box")
+    if box and det and box[2] > box[0] and box[3] > box[1]:
+        sx, sy = w / (box[2] - box[0]), h / (box[3] - box[1])
+        pad = gp.box_pad
+        r = [(det[0] - box[0]) * sx - pad * w, (det[1] - box[1]) * sy - pad * h,
+             (det[2] - box[0]) * sx + pad * w, (det[3] - box[1]) * sy + pad * h]
+    else:
+        r = [gp.margin * w, gp.margin * h, (1 - gp.margin) * w, (1 - gp.margin) * h]
+    x0, y0 = int(np.clip(round(r[0]), 1, w - 2)), int(np.clip(round(r[1]), 1, h - 2))
+    x1, y1 = int(np.clip(round(r[2]), x0 + 1, w - 1)), int(np.clip(round(r[3]), y0 + 1, h - 1))
+    return x0, y0, x1, y1
+
+
+def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
+                  gp: GrabCutParams) -> np.ndarray:
+    """GrabCut inside `rect` (crop pixels) at `work_size` side; soft alpha at the crop's size."""
+    import cv2
+
+    w, h = img.size
+    scale = gp.work_size / max(w, h)  # upscaling helps too: legs grow wider than the
+    # boundary they cost under GrabCut's smoothness term
+    ww, wh = max(8, round(w * scale)), max(8, round(h * scale))
+    small = img.resize((ww, wh), Image.Resampling.BILINEAR) if (ww, wh) != (w, h) else img
+    bgr = np.ascontiguousarray(np.asarray(small, np.uint8)[:, :, ::-1])
+    sx, sy = ww / w, wh / h
+    x0, y0 = int(np.clip(round(rect[0] * sx), 1, ww - 2)), int(np.clip(round(rect[1] * sy), 1, wh - 2))
+    x1 = int(np.clip(round(rect[2] * sx), x0 + 1, ww - 1))
+    y1 = int(np.clip(round(rect[3] * sy), y0 + 1, wh - 1))
+    gc = np.full((wh, ww), cv2.GC_BGD, np.uint8)
+    gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
+    if gp.core > 0:
+        # a spider's body sits at the centre of its leg span: anchoring it as sure foreground
+        # keeps the foreground colour model from being all background (thin-legged spiders
+        # cover ~10% of their box)
+        cx, cy, r = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, gp.core * max(x1 - x0, y1 - y0)
+        yy, xx = np.ogrid[0:wh, 0:ww]
+        gc[((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) & (gc == cv2.GC_PR_FGD)] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut's k-means start: same crop, same mask, in any order
+    cv2.grabCut(bgr, gc, None, bgd, fgd, gp.iterations, cv2.GC_INIT_WITH_MASK)
+    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    fg = _drop_specks(fg, gp.min_component)
+    soft = Image.fromarray(fg * 255, "L")
+    if (ww, wh) != (w, h):
+        soft = soft.resize((w, h), Image.Resampling.BILINEAR)
+    if gp.feather > 0:
+        soft = soft.filter(ImageFilter.GaussianBlur(gp.feather))
+    return np.asarray(soft, np.uint8).copy()
+
+
+def _drop_specks(fg: np.ndarray, min_share: float) -> np.ndarray:
+    """Keep foreground blobs at least `min_share` of the largest (8-connected: thin legs)."""
+    import cv2
+
+    if min_share <= 0 or not fg.any():
+        return fg
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.zeros(n, bool)
+    keep[1:] = areas >= min_share * areas.max()
+    return keep[labels].astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- compositing
+def composite(img: Image.Image, alpha: np.ndarray, background: str, *, fg: Image.Image | None = None,
+              blur_radius: float = 12.0, noise_seed: int = 0) -> Image.Image:
+    """`fg` (default: the crop) over `background` through `alpha`."""
+    a = (alpha.astype(np.float32) / 255.0)[:, :, None]
+    front = np.asarray(fg if fg is not None else img, np.float32)
+    if background in BACKGROUND_COLOURS:
+        back = np.broadcast_to(np.array(BACKGROUND_COLOURS[background], np.float32), front.shape)
+    elif background == "blur":
+        back = np.asarray(img.filter(ImageFilter.GaussianBlur(blur_radius)), np.float32)
+    elif background == "noise":
+        rng = np.random.default_rng(noise_seed)
+        back = rng.integers(0, 256, front.shape, dtype=np.uint8).astype(np.float32)
+    else:
+        raise MaskError(f"unknown mask.background {background!r}")
+    out = front * a + back * (1.0 - a)
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def _noise_seed(seed: int, crop_id: str) -> int:
+    """Per-crop noise that does not change when other crops come or go."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{crop_id}".encode()).digest()[:8], "little")
+
+
+# --------------------------------------------------------------------------- ground truth
+class TruthMasks:
+    """True masks of crops on the synthetic source: the crop's object cut like the crop."""
+
+    def __init__(self, raw_root: str | Path):
+        self.root = Path(raw_root)
+        self.records = manifest.read_by_id(self.root / "truth.jsonl")
+        self._cached: tuple[str, np.ndarray] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.records)
+
+    def mask(self, record: dict, size: tuple[int, int]) -> Optional[np.ndarray]:
+        """Boolean HxW true mask for the crop, or None when it has no ground-truth object."""
+        label = record.get("truth_label")
+        truth = self.records.get(record.get("image_id"))
+        if label is None or truth is None or record.get("box") is None:
+            return None
+        if self._cached is None or self._cached[0] != truth["id"]:
+            with Image.open(self.root / truth["mask"]) as im:  # our own label map, not untrusted
+                self._cached = (truth["id"], np.asarray(im.convert("L")).copy())
+        obj = Image.fromarray((self._cached[1] == int(label)).astype(np.uint8) * 255, "L")
+        cut = extract_square(obj, record["box"], int(record.get("size") or size[0]),
+                             pad="constant", resample=Image.Resampling.NEAREST)
+        if cut.size != size:
+            cut = cut.resize(size, Image.Resampling.NEAREST)
+        return np.asarray(cut.convert("L")) >= 128
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    union = np.logical_or(pred, truth).sum()
+    return float(np.logical_and(pred, truth).sum() / union) if union else 1.0
+
+
+# --------------------------------------------------------------------------- contact sheet
+def contact_sheet(rows: list[tuple[Image.Image, Image.Image, Image.Image]], thumb: int = 128,
+                  gap: int = 4) -> Image.Image:
+    """(original, mask, composite) triplets side by side, laid out in a roughly square grid."""
+    n = max(1, len(rows))
+    cols = max(1, round(math.sqrt(n / 3)))
+    nrows = math.ceil(n / cols)
+    cell = thumb + gap
+    sheet = Image.new("RGB", (cols * (3 * cell + gap) + gap, nrows * cell + gap), (60, 60, 60))
+    for i, row in enumerate(rows):
+        x0 = gap + (i // nrows) * (3 * cell + gap)
+        for j, im in enumerate(row):
+            t = im.convert("RGB").resize((thumb, thumb), Image.Resampling.BILINEAR)
+            sheet.paste(t, (x0 + j * cell, gap + (i % nrows) * cell))
+    return sheet
+
+
+# --------------------------------------------------------------------------- the stage
+def _fingerprint(p: MaskParams, seed: int, manifest_path: Path) -> dict:
+    """What the outputs depend on: a different one means start over rather than resume."""
+    digest = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    return {"params": params.to_dict(p), "seed": seed, "input_sha256": digest}
+
+
+def run(p: MaskParams, *, seed: int, manifest_path: str | Path, images_root: str | Path,
+        out: str | Path = "data/masked", raw_root: str | Path | None = "data/raw",
+        metrics_path: str | Path | None = "metrics/mask.json",
+        plots_dir: str | Path | None = "plots/mask", masker: Masker | None = None) -> dict:
+    """Mask every crop of `manifest_path` (files relative to `images_root`) into `out`.
+
+    Resumable: crops already in `out`'s manifest or rejects are skipped, unless the params
+    changed since (then it starts over). Returns the metrics (also written to `metrics_path`).
+    """
+    out, images_root, manifest_path = Path(out), Path(images_root), Path(manifest_path)
+    if not manifest_path.exists():
+        raise MaskError(f"input manifest not found: {manifest_path}")
+    records = manifest.read(manifest_path)
+    masker = masker or make_masker(p)  # fails here, before any output, on missing weights
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / ".params.json"
+    fp = _fingerprint(p, seed, manifest_path)
+    if not state.exists() or json.loads(state.read_text()) != fp:
+        for name in ("manifest.jsonl", "rejects.jsonl"):
+            (out / name).unlink(missing_ok=True)
+        atomic.write_json(state, fp)
+    done = {r["id"] for r in manifest.iter_records(out / "manifest.jsonl")
+            if (out / r["file"]).exists() and (out / r["alpha"]).exists()}
+    done |= {r["id"] for r in manifest.iter_records(out / "rejects.jsonl")}
+    truth = TruthMasks(raw_root) if raw_root else None
+    check_area = p.method != "none"  # pass-through is full by definition
+    t0, n_new = time.perf_counter(), 0
+    with manifest.Appender(out / "manifest.jsonl") as man, \
+            manifest.Appender(out / "rejects.jsonl") as rej:
+        for rec in tqdm(records, desc=f"mask {masker.name}", unit="crop"):
+            cid = rec["id"]
+            if cid in done:
+                continue
+            n_new += 1
+            try:
+                img = images.load_rgb(images_root / rec["file"])
+            except images.ImageRejected as e:
+                rej.append({"id": cid, "reason": e.reason, "detail": e.detail,
+                            "image_id": rec.get("image_id")})
+                continue
+            try:
+                alpha, fg = masker(img, rec)
+            except Exception as e:  # one bad crop must not end a long run
+                if isinstance(e, MaskError):
+                    raise
+                log.warning("masking %s failed: %s", cid, e)
+                rej.append({"id": cid, "reason": "mask_failed", "detail": f"{type(e).__name__}: {e}",
+                            "image_id": rec.get("image_id")})
+                continue
+            binary = alpha >= round(p.threshold * 255)
+            area = float(binary.mean())
+            gt = truth.mask(rec, img.size) if truth else None
+            score = round(iou(binary, gt), 4) if gt is not None else None
+            extra = {"image_id": rec.get("image_id"), "mask_area": round(area, 4), "iou": score}
+            if check_area and area < p.min_area:
+                rej.append({"id": cid, "reason": "mask_too_small",
+                            "detail": f"mask covers {area:.3f} < min_area {p.min_area}", **extra})
+                continue
+            if check_area and area > p.max_area:
+                rej.append({"id": cid, "reason": "mask_too_large",
+                            "detail": f"mask covers {area:.3f} > max_area {p.max_area}", **extra})
+                continue
+            comp = composite(img, alpha, p.background, fg=fg, blur_radius=p.blur_radius,
+                             noise_seed=_noise_seed(seed, cid))
+            rel, arel = f"images/{cid}.png", f"alpha/{cid}.png"
+            atomic.save_image(out / arel, Image.fromarray(alpha, "L"))
+            atomic.save_image(out / rel, comp)
+            man.append({**rec, "file": rel, "alpha": arel, "crop_file": rec["file"],
+                        "mask_method": masker.name, "mask_model": masker.model, **extra})
+    seconds = time.perf_counter() - t0
+    log.info("masked %d crops in %.1fs", n_new, seconds)
+    # rewrite in input order: resumed runs append out of order, and DVC hashes the file
+    order = {r["id"]: i for i, r in enumerate(records)}
+    for name in ("manifest.jsonl", "rejects.jsonl"):
+        rows = manifest.read_by_id(out / name).values()
+        manifest.write(out / name, sorted(rows, key=lambda r: order.get(r["id"], len(order))))
+    metrics = _metrics(p, masker, records, out)
+    if metrics_path:
+        atomic.write_json(metrics_path, metrics)
+    if plots_dir:
+        _write_sheet(p, out, images_root, Path(plots_dir))
+    return metrics
+
+
+def _metrics(p: MaskParams, masker: Masker, records: list[dict], out: Path) -> dict:
+    kept = manifest.read(out / "manifest.jsonl")
+    rejects = manifest.read(out / "rejects.jsonl")
+    reasons: dict[str, int] = {}
+    for r in rejects:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    m = {"method": masker.name, "input": len(records), "kept": len(kept), "rejected": len(rejects),
+         "rejected_by_reason": dict(sorted(reasons.items())),
+         "mask_area_mean": round(float(np.mean([r["mask_area"] for r in kept])), 4) if kept else 0.0}
+    if masker.model:
+        m["model"] = masker.model
+    # IoU over every crop that got a mask, dropped ones included: dropping is not a free pass
+    scored = [r["iou"] for r in kept + rejects if r.get("iou") is not None]
+    if scored:
+        kept_scores = [r["iou"] for r in kept if r.get("iou") is not None]
+        m.update({"iou_mean": round(float(np.mean(scored)), 4),
+                  "iou_median": round(float(np.median(scored)), 4),
+                  "iou_p10": round(float(np.percentile(scored, 10)), 4),
+                  "iou_n": len(scored),
+                  "iou_mean_kept": round(float(np.mean(kept_scores)), 4) if kept_scores else 0.0})
+    return m
+
+
+def _write_sheet(p: MaskParams, out: Path, images_root: Path, plots_dir: Path) -> None:
+    rows = []
+    for r in manifest.read(out / "manifest.jsonl")[:p.sheet_count]:
+        try:
+            orig = images.load_rgb(images_root / r["crop_file"])
+        except images.ImageRejected:
+            continue
+        with Image.open(out / r["alpha"]) as a, Image.open(out / r["file"]) as c:
+            rows.append((orig, a.convert("L").copy(), c.convert("RGB").copy()))
+    atomic.save_image(plots_dir / "contact_sheet.png", contact_sheet(rows))

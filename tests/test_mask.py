@@ -1,0 +1,327 @@
+"""The mask stage with real components: OpenCV GrabCut, rembg's own session code driving a tiny
+ONNX network exported here with torch.onnx, and the offline missing-weights path."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spidergan import env, manifest, params
+from spidergan import mask as masking
+from spider_pictures import spider_crop, write_source
+
+env.setup()
+os.environ.setdefault("SPIDERGAN_NETGUARD_LOG", str(Path(tempfile.mkdtemp()) / "netguard.log"))
+env.install_network_guard()
+
+
+def _net_attempts() -> str:
+    log = Path(os.environ["SPIDERGAN_NETGUARD_LOG"])
+    return log.read_text() if log.exists() else ""
+
+
+def mask_params(**kw) -> params.MaskParams:
+    gc = kw.pop("grabcut", {})
+    return params.from_dict({"mask": {**kw, "grabcut": gc}}).mask
+
+
+@pytest.fixture
+def rembg_home(tmp_path, monkeypatch) -> Path:
+    """An empty rembg home for this test (rembg reads U2NET_HOME at call time)."""
+    home = tmp_path / "state" / "rembg"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("U2NET_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A U^2-Net-shaped network (1x3x320x320 in, 1x1x320x320 first of two outputs) that calls
+    dark pixels foreground: enough to tell a dark spider from a light background."""
+    import torch
+
+    class Darkness(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.weight[:, :, 1, 1] = -1.0
+                self.conv.bias.fill_(0.0)
+
+        def forward(self, x):
+            d = torch.sigmoid(3.0 * self.conv(x))
+            return d, 1.0 - d
+
+    path = tmp_path_factory.mktemp("onnx") / "darkness.onnx"
+    with warnings.catch_warnings():  # the TorchScript exporter needs no onnxscript; it warns
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Darkness().eval(), (torch.zeros(1, 3, 320, 320),), str(path),
+                          dynamo=False, input_names=["input"], output_names=["d0", "d1"])
+    return path
+
+
+def _run(p, src, out, **kw):
+    man, crops, raw = src
+    return masking.run(p, seed=0, manifest_path=man, images_root=crops, out=out, raw_root=raw,
+                       metrics_path=out.parent / "metrics" / "mask.json",
+                       plots_dir=out.parent / "plots" / "mask", **kw)
+
+
+# --------------------------------------------------------------------------- GrabCut
+def test_grabcut_masks_synthetic_crops_and_resumes(tmp_path):
+    src = write_source(tmp_path / "src", n=5)
+    out = tmp_path / "masked"
+    m = _run(mask_params(), src, out)
+    assert m["method"] == "grabcut" and m["kept"] == 5 and m["rejected"] == 0
+    assert m["iou_n"] == 5 and m["iou_mean"] >= 0.8, m  # spider 0's crop runs past the image
+    on_disk = json.loads((tmp_path / "metrics" / "mask.json").read_text())
+    assert on_disk == m
+    recs = manifest.read(out / "manifest.jsonl")
+    assert [r["id"] for r in recs] == [f"syn{i:03d}-0" for i in range(5)]
+    for r in recs:
+        comp = np.asarray(Image.open(out / r["file"]))
+        alpha = np.asarray(Image.open(out / r["alpha"]))
+        assert comp.shape == (128, 128, 3) and alpha.shape == (128, 128)
+        assert (comp[alpha == 0] == 255).all()  # white background where there is no spider
+        assert r["crop_file"] == f"images/{r['id']}.png" and r["provenance"]["source"] == "synthetic"
+        assert 0.02 < r["mask_area"] < 0.5 and r["iou"] is not None
+    sheet = Image.open(tmp_path / "plots" / "mask" / "contact_sheet.png")
+    assert sheet.width > sheet.height / 5  # original | mask | composite rows
+
+    # a second run finds everything done and changes nothing
+    before = (out / "manifest.jsonl").read_bytes()
+    mtimes = {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()}
+    assert _run(mask_params(), src, out) == m
+    assert (out / "manifest.jsonl").read_bytes() == before
+    assert {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()} == mtimes
+
+    # changed params start over (a black background now)
+    m2 = _run(mask_params(background="black"), src, out)
+    assert m2["kept"] == 5
+    r = manifest.read(out / "manifest.jsonl")[1]
+    comp, alpha = np.asarray(Image.open(out / r["file"])), np.asarray(Image.open(out / r["alpha"]))
+    assert (comp[alpha == 0] == 0).all()
+
+
+def test_grabcut_without_geometry_uses_margin():
+    img, truth = spider_crop(3)
+    alpha, fg = masking.GrabCutMasker(mask_params().grabcut)(img, {})
+    assert fg is None and masking.iou(alpha >= 128, truth) >= 0.8
+
+
+def test_truth_mask_is_cut_with_the_crop_geometry(tmp_path):
+    man, crops, raw = write_source(tmp_path, n=2)
+    truth = masking.TruthMasks(raw)
+    rec = manifest.read(man)[0]  # this square runs past the top-left corner of its image
+    assert rec["box"][0] < 0 or rec["box"][1] < 0
+    gt = truth.mask(rec, (128, 128))
+    assert gt.shape == (128, 128) and 0.03 < gt.mean() < 0.5
+    assert not gt[0].any() and not gt[:, 0].any()  # outside the picture is never spider
+    assert truth.mask({**rec, "truth_label": None}, (128, 128)) is None
+
+
+@pytest.mark.parametrize("background", ["white", "black", "gray", "blur", "noise"])
+def test_backgrounds(background):
+    img, truth = spider_crop(1, size=64)
+    alpha = np.where(truth, 255, 0).astype(np.uint8)
+    comp = np.asarray(masking.composite(img, alpha, background, noise_seed=7))
+    orig = np.asarray(img)
+    assert (comp[truth] == orig[truth]).all()
+    bg = comp[~truth]
+    if background in masking.BACKGROUND_COLOURS:
+        assert (bg == masking.BACKGROUND_COLOURS[background]).all()
+    elif background == "noise":
+        assert bg.std() > 50
+        again = np.asarray(masking.composite(img, alpha, background, noise_seed=7))
+        assert (again == comp).all()
+    else:  # blur: smoother than the original background
+        assert np.abs(np.diff(comp.astype(int), axis=1))[~truth[:, 1:]].mean() < \
+            np.abs(np.diff(orig.astype(int), axis=1))[~truth[:, 1:]].mean()
+
+
+def test_bad_crops_are_dropped_with_reasons(tmp_path):
+    man, crops, raw = write_source(tmp_path / "src", n=2)
+    recs = manifest.read(man)
+    Image.new("RGB", (128, 128), (128, 128, 128)).save(crops / "images" / "blank.png")
+    (crops / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    extra = [{**recs[0], "id": "blank", "file": "images/blank.png", "truth_label": None},
+             {**recs[0], "id": "corrupt", "file": "images/corrupt.png"},
+             {**recs[0], "id": "gone", "file": "images/gone.png"}]
+    manifest.write(man, recs + extra)
+    out = tmp_path / "masked"
+    m = _run(mask_params(), (man, crops, raw), out)
+    assert m["kept"] == 2 and m["rejected"] == 3
+    rejects = manifest.read_by_id(out / "rejects.jsonl")
+    assert rejects["blank"]["reason"] == "mask_too_small"
+    assert rejects["corrupt"]["reason"] in ("corrupt", "not_an_image")
+    assert rejects["gone"]["reason"] == "missing"
+    assert m["rejected_by_reason"]["mask_too_small"] == 1
+    assert not (out / "images" / "blank.png").exists()
+
+
+def test_none_passes_crops_through(tmp_path):
+    src = write_source(tmp_path / "src", n=2)
+    out = tmp_path / "masked"
+    m = _run(mask_params(method="none"), src, out)
+    assert m["kept"] == 2 and m["mask_area_mean"] == 1.0
+    assert m["iou_mean"] < 0.5  # the baseline a masker has to beat
+    r = manifest.read(out / "manifest.jsonl")[0]
+    assert (np.asarray(Image.open(out / r["file"])) ==
+            np.asarray(Image.open(src[1] / r["crop_file"]))).all()
+
+
+# --------------------------------------------------------------------------- rembg
+def test_rembg_custom_model_one_session(tmp_path, rembg_home, tiny_onnx, monkeypatch):
+    import rembg
+
+    created = []
+    real = rembg.new_session
+    monkeypatch.setattr(rembg, "new_session",
+                        lambda *a, **k: created.append(a) or real(*a, **k))
+    src = write_source(tmp_path / "src", n=4)
+    out = tmp_path / "masked"
+    p = mask_params(method="rembg", model_path=str(tiny_onnx), background="gray")
+    m = _run(p, src, out)
+    assert created == [("u2net_custom",)]  # one session, reused for every crop
+    assert m["method"] == "rembg" and m["model"] == "darkness.onnx" and m["kept"] == 4
+    assert m["iou_mean"] >= 0.5, m  # "dark is spider" separates these pictures
+    placed = list((rembg_home / "custom").iterdir())
+    assert len(placed) == 1 and placed[0].name.endswith("-darkness.onnx")
+    assert placed[0].read_bytes() == tiny_onnx.read_bytes()
+    assert _net_attempts() == ""
+
+
+def test_rembg_masks_follow_session_and_area_limits(tmp_path, rembg_home, tiny_onnx):
+    """Full and empty masks from a real session are dropped; post-processing runs."""
+    session = masking.open_rembg_session(mask_params(model_path=str(tiny_onnx)))
+    crops = tmp_path / "crops"
+    (crops / "images").mkdir(parents=True)
+    dark = np.full((96, 96, 3), 15, np.uint8)
+    dark[40:44, 40:44] = 250  # a bright speck: nearly everything is "dark spider"
+    light = np.full((96, 96, 3), 240, np.uint8)
+    light[40:43, 40:43] = 5  # a dark speck: nearly nothing is
+    img, _ = spider_crop(5, size=96)
+    for name, a in (("full", dark), ("empty", light), ("ok", np.asarray(img))):
+        Image.fromarray(a).save(crops / "images" / f"{name}.png")
+    recs = [{"id": n, "file": f"images/{n}.png", "image_id": n, "size": 96}
+            for n in ("full", "empty", "ok")]
+    manifest.write(crops / "manifest.jsonl", recs)
+    p = mask_params(method="rembg", model_path=str(tiny_onnx), post_process=True)
+    masker = masking.RembgMasker(p, session=session)
+    m = masking.run(p, seed=0, manifest_path=crops / "manifest.jsonl", images_root=crops,
+                    out=tmp_path / "masked", raw_root=None, metrics_path=None, plots_dir=None,
+                    masker=masker)
+    rejects = manifest.read_by_id(tmp_path / "masked" / "rejects.jsonl")
+    assert rejects["full"]["reason"] == "mask_too_large"
+    assert rejects["empty"]["reason"] == "mask_too_small"
+    assert m["kept"] == 1 and "iou_mean" not in m
+
+
+def test_missing_weights_fail_fast_and_leave_nothing(tmp_path, rembg_home):
+    out = tmp_path / "masked"
+    src = write_source(tmp_path / "src", n=1)
+    for model, fname in (("u2net", "u2net.onnx"), ("isnet-general-use", "isnet-general-use.onnx"),
+                         ("birefnet-general", "birefnet-general.onnx")):
+        t = time.perf_counter()
+        with pytest.raises(masking.MissingWeights) as e:
+            _run(mask_params(method="rembg", model=model), src, out)
+        assert time.perf_counter() - t < 5
+        msg = str(e.value)
+        assert fname in msg and "curl -L -o" in msg and e.value.file.name == fname
+        assert e.value.url.startswith("https://github.com/danielgatis/rembg/releases/")
+        assert e.value.file.parent == rembg_home / "models" / model
+    assert list(rembg_home.iterdir()) == []  # rembg/pooch would leave models/<name>/ behind
+    assert not out.exists()
+    assert _net_attempts() == ""
+
+    # a file placed where the message says is found
+    want = rembg_home / "models" / "u2net" / "u2net.onnx"
+    want.parent.mkdir(parents=True)
+    want.write_bytes(b"weights")
+    assert masking.rembg_weights("u2net") == want
+
+
+def test_unusable_models_and_paths_are_named(tmp_path, rembg_home):
+    with pytest.raises(masking.MaskError, match="u2netp"):
+        masking.rembg_weights("u2nett")
+    with pytest.raises(masking.MaskError, match="model_path"):
+        masking.rembg_weights("u2net_custom")
+    with pytest.raises(masking.MaskError, match="no such file"):
+        masking.place_custom_model(tmp_path / "nope.onnx")
+
+
+def test_cli_reports_missing_weights(tmp_path, rembg_home, capsys):
+    from spidergan import cli
+
+    man, crops, raw = write_source(tmp_path / "src", n=1)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text("mask:\n  method: rembg\n  model: silueta\n")
+    rc = cli.main(["--params", str(pfile), "mask", "--manifest", str(man), "--images", str(crops),
+                   "--raw", str(raw), "--out", str(tmp_path / "masked"),
+                   "--metrics", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "silueta.onnx" in err and "curl -L -o" in err
+
+
+def test_params_are_checked():
+    with pytest.raises(params.ParamsError, match="min_area"):
+        mask_params(min_area=0.9, max_area=0.5)
+    with pytest.raises(params.ParamsError, match="mask.background"):
+        mask_params(background="purple")
+    with pytest.raises(params.ParamsError, match="did you mean mask.grabcut.iterations"):
+        mask_params(grabcut={"iteration": 3})
+
+
+def test_rembg_alpha_matting_gives_foreground(rembg_home, tiny_onnx):
+    p = mask_params(method="rembg", model_path=str(tiny_onnx), alpha_matting=True)
+    img, truth = spider_crop(2, size=96)
+    alpha, fg = masking.RembgMasker(p)(img, {})
+    assert fg is not None and fg.size == img.size
+    assert masking.iou(alpha >= 128, truth) >= 0.7
+
+
+def test_stage_script_runs_in_a_project(tmp_path):
+    """stages/mask.py reads data/unique/manifest.jsonl with files under data/crops."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    man, crops, raw = write_source(tmp_path / "data", n=2)
+    (tmp_path / "data" / "unique").mkdir()
+    shutil.move(man, tmp_path / "data" / "unique" / "manifest.jsonl")
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    e = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    e.pop("SPIDERGAN_ROOT", None)
+    subprocess.run([sys.executable, str(root / "stages" / "mask.py")], cwd=tmp_path, env=e,
+                   check=True, capture_output=True, timeout=120)
+    m = json.loads((tmp_path / "metrics" / "mask.json").read_text())
+    assert m["kept"] == 2 and m["iou_mean"] >= 0.7
+    assert (tmp_path / "plots" / "mask" / "contact_sheet.png").exists()
+    assert len(list((tmp_path / "data" / "masked" / "alpha").iterdir())) == 2
+
+
+def test_killed_run_resumes_with_only_the_unfinished_crop(tmp_path):
+    src = write_source(tmp_path / "src", n=3)
+    out = tmp_path / "masked"
+    m = _run(mask_params(), src, out)
+    lines = (out / "manifest.jsonl").read_text().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    # killed after the first two crops, half-way through writing the third line
+    (out / "manifest.jsonl").write_text("".join(lines[:2]) + lines[2][:20])
+    (out / last["file"]).unlink()
+    kept = {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()}
+    assert _run(mask_params(), src, out) == m
+    assert [r["id"] for r in manifest.read(out / "manifest.jsonl")] == \
+        [r["id"] for r in manifest.read(src[0])]
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept  # the finished ones untouched
+    assert (out / last["file"]).exists()
