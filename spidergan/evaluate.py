@@ -313,7 +313,8 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
     _write_plots(plots, fakes, reals, scored, series, p)
     if report_path:
         pictures = [("Samples (seeds %d..)" % p.first_seed, plots / "samples.png"),
-                    ("Closest fake / training pairs (%s distance)" % p.hash, plots / "pairs.png"),
+                    ("Closest pairs: generated (left), nearest training image (right), %s distance" % p.hash,
+                     plots / "pairs.png"),
                     ("Metrics per training snapshot", plots / "snapshots.png")]
         report.write_html(report_path, "SpiderGAN evaluation", metrics, pictures,
                           params=to_dict(p), notes=warnings)
