@@ -139,6 +139,9 @@ class TrainParams:
     augpipe: str = param("bgc", doc="augmentation groups, see spidergan.gan.augment")
     resume_from: str = param("", doc="checkpoint to transfer-learn from (weights only); empty = none")
     freeze_d: int = param(0, ge=0, doc="freeze this many D layers from the input side (FreezeD)")
+    on_mismatch: str = param("error", choices=("error", "restart"),
+                             doc="checkpoint in the output folder made with other params: stop "
+                                 "naming them, or set it aside and start afresh (dvc exp sweeps)")
     grid: int = param(6, ge=1, le=32, doc="sample grid is grid x grid images")
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     threads: int = param(0, ge=0, doc="torch CPU threads; 0 = all cores")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spidergan.gan import checkpoint, train
-from tests.gan_helpers import make_dataset, replace, tiny
+from gan_helpers import make_dataset, replace, tiny
 
 
 @pytest.fixture(scope="module")

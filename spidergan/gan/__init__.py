@@ -1,0 +1,10 @@
+"""Our StyleGAN2 + ADA: networks, losses, augmentation, training loop, checkpoints, generation.
+
+CPU threads: OpenMP's default busy-waiting makes torch many times slower when the cores are
+shared with other processes; a passive wait policy costs nothing when they are not. It only
+takes effect if set before torch is first imported, hence here.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 TICKS_PER_SNAPSHOT = 4
 PREVIEW_PS = (0.2, 0.5, 0.8)
+SWD_DESCRIPTORS = 4096  # per pyramid level and SWD_DIRECTIONS projections: a training monitor
+SWD_DIRECTIONS = 128  # costing about a second, not the paper's 2M descriptors x 512
 
 
 # --------------------------------------------------------------------------- construction
@@ -194,10 +196,19 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
     step, nimg = 0, 0
     history: dict = {}
     ckpt_path = out / CHECKPOINT_NAME
-    resumed = ckpt_path.exists()
+    state = ckpt_mod.load(ckpt_path, map_location=device) if ckpt_path.exists() else None
+    if state is not None:
+        try:
+            ckpt_mod.check_resume(state, params_rec, seed, data_sha, ckpt_path)
+        except ckpt_mod.ResumeMismatch as e:
+            if p.on_mismatch != "restart":
+                raise
+            aside = out / "checkpoint-previous.pt"
+            os.replace(ckpt_path, aside)
+            print(f"train: {e}\ntrain: on_mismatch=restart: moved it to {aside}, starting afresh")
+            state = None
+    resumed = state is not None
     if resumed:
-        state = ckpt_mod.load(ckpt_path, map_location=device)
-        ckpt_mod.check_resume(state, params_rec, seed, data_sha, ckpt_path)
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         G_ema.load_state_dict(state["G_ema"])
@@ -229,7 +240,8 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
             imgs = generate_images(G_ema, grid_z)
             fakes = generate_images(G_ema, seeded_z(range(10_000, 10_000 + len(swd_reals)),
                                                     p.z_dim))
-        swd = sliced_wasserstein(swd_reals, fakes, seed=seed)
+        swd = sliced_wasserstein(swd_reals, fakes, seed=seed, max_descriptors=SWD_DESCRIPTORS,
+                                 directions=SWD_DIRECTIONS)
         history.setdefault("swd_start", swd["swd"])
         history["swd_last"] = swd["swd"]
         history.setdefault("swd_series", []).append([nimg / 1000, swd["swd"]])

@@ -59,8 +59,9 @@ def _swd(a: torch.Tensor, b: torch.Tensor, directions: int, repeats: int,
     for _ in range(repeats):
         dirs = torch.randn(a.shape[1], directions, generator=gen, dtype=a.dtype)
         dirs = dirs / dirs.norm(dim=0, keepdim=True)
-        pa, _ = (a @ dirs).sort(dim=0)
-        pb, _ = (b @ dirs).sort(dim=0)
+        # [directions, N], contiguous along the sorted axis (sorting columns is ~10x slower)
+        pa, _ = (dirs.t() @ a.t()).sort(dim=1)
+        pb, _ = (dirs.t() @ b.t()).sort(dim=1)
         total += float((pa - pb).abs().mean())
     return total / repeats
 
@@ -68,11 +69,13 @@ def _swd(a: torch.Tensor, b: torch.Tensor, directions: int, repeats: int,
 @torch.no_grad()
 def sliced_wasserstein(real: torch.Tensor, fake: torch.Tensor, seed: int = 0,
                        per_image: int = 128, patch: int = 7, directions: int = 512,
-                       repeats: int = 4, min_res: int = 16) -> dict:
+                       repeats: int = 4, min_res: int = 16,
+                       max_descriptors: int | None = None) -> dict:
     """SWD x 1e3 per pyramid level and their mean. Images NCHW in [-1, 1], same size.
 
     The two sets are cut to the same number of images so the projections can be compared
-    sorted against sorted.
+    sorted against sorted. `max_descriptors` caps the descriptors per level and set (fewer per
+    image) for a cheap training monitor; the paper's setting is None (128 per image).
     """
     n = min(len(real), len(fake))
     if n == 0:
@@ -81,6 +84,8 @@ def sliced_wasserstein(real: torch.Tensor, fake: torch.Tensor, seed: int = 0,
     fake = fake[:n].detach().float().cpu()
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"image shapes differ: {tuple(real.shape[1:])} vs {tuple(fake.shape[1:])}")
+    if max_descriptors:
+        per_image = max(1, min(per_image, max_descriptors // n))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     out = {}
