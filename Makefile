@@ -22,7 +22,9 @@ demo: $(STAMP)
 	dvc repro
 	@echo "Done. Metrics:"; dvc metrics show
 
+# The review page's browser test drives Debian's chromium (never a downloaded browser).
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

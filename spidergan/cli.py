@@ -21,7 +21,11 @@ def _cmd_scrape(args) -> int:
     from spidergan import scrape
 
     p = _load(args)
-    counts = scrape.run(p.scrape, seed=p.seed, out=args.out, metrics_path=args.metrics)
+    try:
+        counts = scrape.run(p.scrape, seed=p.seed, out=args.out, metrics_path=args.metrics)
+    except scrape.ScrapeError as e:  # credentials, unknown group, missing folder
+        print(f"spidergan scrape: {e}", file=sys.stderr)
+        return 1
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
@@ -57,6 +61,46 @@ def _cmd_generate(args) -> int:
                            device=args.device)
     for path in written:
         print(path)
+    return 0
+
+
+def _cmd_augment_preview(args) -> int:
+    from spidergan.gan import augment
+
+    ps = [0.2, 0.5, 0.8] + [args.p]
+    try:
+        images = augment.load_images(args.images, count=args.count, resolution=args.resolution)
+        out = augment.write_preview(args.out, images, args.augpipe, ps, seed=args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"spidergan augment-preview: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {images.shape[0]} images, augpipe={args.augpipe}, "
+          f"rows p=0 (original), {', '.join(f'{q:g}' for q in dict.fromkeys(ps) if q != 0)}")
+    return 0
+
+
+def _cmd_synthetic_sample(args) -> int:
+    import dataclasses
+
+    from PIL import Image
+
+    from spidergan import atomic
+    from spidergan.sources import synthetic
+
+    p = _load(args)
+    sp = p.scrape.synthetic
+    seed = p.seed if args.seed is None else args.seed
+    sheet = synthetic.sample_grid(dataclasses.replace(sp, count=args.count), seed, count=args.count,
+                                  cols=args.cols, cell=args.cell, boxes=args.boxes)
+    atomic.save_image(args.out, Image.fromarray(sheet))
+    print(f"wrote {args.out}: {args.count} synthetic images (seed {seed})")
+    return 0
+
+
+def _cmd_review(args) -> int:
+    from spidergan.review import app
+
+    app.serve(env.project_root(), data=args.data, host=args.host, port=args.port)
     return 0
 
 
@@ -104,6 +148,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", default="const", choices=("const", "random", "none"))
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("augment-preview",
+                       help="grid of real images as the discriminator sees them at several p")
+    s.add_argument("--p", type=float, default=0.5,
+                   help="augmentation probability shown besides 0.2, 0.5, 0.8 (default: %(default)s)")
+    s.add_argument("--augpipe", default="bgc",
+                   help="augmentation groups: blit, geom, color, cutout, bg, bgc, bgcc, or "
+                        "'+'-joined group/operation names (default: %(default)s)")
+    s.add_argument("--images", default="data/dataset",
+                   help="folder searched (recursively) for real images (default: %(default)s)")
+    s.add_argument("--count", type=int, default=8, help="images per row (default: %(default)s)")
+    s.add_argument("--resolution", type=int, default=64, help="pixels (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="augment-preview.png")
+    s.set_defaults(func=_cmd_augment_preview)
+
+    s = sub.add_parser("synthetic-sample",
+                       help="write a contact sheet of synthetic spider photos (params.yaml's settings)")
+    s.add_argument("--count", type=int, default=24)
+    s.add_argument("--cols", type=int, default=6)
+    s.add_argument("--cell", type=int, default=256, help="cell size in pixels")
+    s.add_argument("--seed", type=int, default=None, help="default: params.yaml's seed")
+    s.add_argument("--boxes", action="store_true", help="draw the ground-truth boxes")
+    s.add_argument("--out", default="synthetic_sample.png")
+    s.set_defaults(func=_cmd_synthetic_sample)
+
+    s = sub.add_parser("review", help="local web page to accept/reject detections, crops and "
+                                      "generated-vs-real pairs (writes data/review/decisions.jsonl)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default: %(default)s)")
+    s.add_argument("--data", default="data", help="data folder, relative to the project root")
+    s.set_defaults(func=_cmd_review)
 
     s = sub.add_parser("params", help="validate params.yaml and print it with all defaults")
     s.set_defaults(func=_cmd_params)

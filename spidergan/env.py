@@ -86,6 +86,14 @@ def configure_ultralytics() -> None:
     update = {k: v for k, v in wanted.items() if k in settings and settings[k] != v}
     if update:
         settings.update(update)
+    # Ultralytics patches PIL.Image.open to pip-install pi-heif on the first file PIL cannot
+    # identify; offline that turns every non-image into an ImportError. Mark it as done.
+    try:
+        from ultralytics.utils import patches
+
+        patches._pil_plugins_registered = True
+    except (ImportError, AttributeError):  # other ultralytics versions: nothing to disable
+        pass
 
 
 def _find_local_ttf() -> Path | None:

@@ -18,6 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+# rejection reasons that depend on the file's content only: fetching it again will not help
+CONTENT_REASONS = frozenset({"empty", "not_an_image", "corrupt", "too_large"})
 
 
 class ImageRejected(Exception):
@@ -38,6 +40,8 @@ def _open(src) -> Image.Image:
         raise ImageRejected("too_large", str(e)) from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageRejected("corrupt", str(e)) from None
+    except ImportError as e:  # a plugin hook (e.g. ultralytics' HEIF patch) lacking its package
+        raise ImageRejected("not_an_image", str(e)) from None
 
 
 def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
@@ -90,3 +94,55 @@ def load_rgb(src, *, min_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+class Validated:
+    """The outcome of `validate_bytes`: the RGB image and whether the original bytes can be kept.
+
+    `keep_original` is true for a plain 8-bit RGB JPEG or PNG without an EXIF rotation: those
+    are stored byte for byte (so the sha256 matches the source). Anything else (grayscale, CMYK,
+    16-bit, palette, alpha, rotated, WebP, TIFF) is stored re-encoded from `image`, with the
+    suffix `suffix` (.jpg for JPEG sources, .png otherwise).
+    """
+
+    __slots__ = ("image", "format", "keep_original", "suffix")
+
+    def __init__(self, image: Image.Image, format: str, keep_original: bool, suffix: str):
+        self.image = image
+        self.format = format
+        self.keep_original = keep_original
+        self.suffix = suffix
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+def validate_bytes(data: bytes, *, min_side: int = 0,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Validated:
+    """Validate an encoded image fully (see `load_rgb`) and decide how to store it."""
+    if not data:
+        raise ImageRejected("empty", "0 bytes")
+    probe = _open(io.BytesIO(data))
+    fmt = probe.format or ""
+    mode = probe.mode
+    try:
+        orientation = probe.getexif().get(0x0112, 1) if fmt in ("JPEG", "PNG", "MPO") else 1
+    except Exception:  # a broken EXIF block is not a reason to reject the pixels
+        orientation = 1
+    rgb = load_rgb(data, min_side=min_side, max_pixels=max_pixels)
+    keep = fmt in ("JPEG", "PNG") and mode == "RGB" and orientation in (None, 1) \
+        and "transparency" not in probe.info
+    # MPO (phone photos: a JPEG with extra frames appended) is stored as its first frame, JPEG
+    suffix = ".jpg" if fmt in ("JPEG", "MPO") else ".png"
+    return Validated(rgb, fmt, keep, suffix)
+
+
+def encode(v: Validated) -> bytes:
+    """The bytes to store for a validated image whose original cannot be kept."""
+    buf = io.BytesIO()
+    if v.suffix == ".jpg":
+        v.image.save(buf, format="JPEG", quality=95, subsampling=0)
+    else:
+        v.image.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

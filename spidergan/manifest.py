@@ -94,6 +94,11 @@ class Appender:
         if self._fsync:
             os.fsync(self._f.fileno())
 
+    def sync(self) -> None:
+        """fsync what was appended (for writers that open with fsync=False and batch)."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
     def close(self) -> None:
         self._f.close()
 

@@ -71,13 +71,21 @@ class FlickrParams:
     max_taken_date: str = param("")
     licenses: tuple[int, ...] = param(default_factory=lambda: (1, 2, 3, 4, 5, 6, 7, 9, 10),
                             doc="Flickr licence ids accepted (CC, no known restrictions, CC0, PDM)")
-    limit: int = param(1000, ge=1, doc="photos to fetch at most")
+    limit: int = param(1000, ge=1, doc="photos to fetch at most (after the licence filter)")
     max_side: int = param(1024, ge=64, le=16384, doc="largest size to download, longest side")
     per_page: int = param(500, ge=1, le=500)
-    concurrency: int = param(8, ge=1, le=64)
+    concurrency: int = param(8, ge=1, le=64, doc="downloads in flight at once")
     calls_per_hour: int = param(3600, ge=1, doc="client-side API rate limit")
-    max_tries: int = param(5, ge=1, le=20)
-    timeout_s: float = param(30.0, gt=0)
+    max_tries: int = param(5, ge=1, le=20, doc="tries per API call and per photo")
+    timeout_s: float = param(30.0, gt=0, doc="per request (connect and each read)")
+    backoff_s: float = param(1.0, ge=0.0, doc="first retry waits up to this, doubling per try")
+    backoff_max_s: float = param(60.0, ge=0.0, doc="cap of one retry wait")
+
+    def validate(self):
+        if self.licenses and any(not 0 <= x <= 100 for x in self.licenses):
+            raise ParamsError(f"licenses: Flickr licence ids are small integers, got {self.licenses}")
+        if not self.licenses:
+            raise ParamsError("licenses: empty; no photo could be taken")
 
 
 @section
@@ -93,6 +101,14 @@ class ScrapeParams:
     synthetic: SyntheticParams = param(default_factory=SyntheticParams)
     flickr: FlickrParams = param(default_factory=FlickrParams)
     folder: FolderParams = param(default_factory=FolderParams)
+
+    def validate(self):
+        f = self.flickr
+        if self.source == "flickr" and not (f.group or f.text or f.tags or f.bbox):
+            raise ParamsError("source=flickr needs flickr.group, or a search: flickr.text, "
+                              "flickr.tags or flickr.bbox (Flickr refuses searches without one)")
+        if self.source == "folder" and not self.folder.path:
+            raise ParamsError("source=folder needs folder.path")
 
 
 # --------------------------------------------------------------------------- dataset

@@ -1,33 +1,34 @@
 """The scrape stage: bring images from a source into `data/raw/` with a manifest.
 
 Layout of `data/raw/`:
-    images/<id>.<ext>     the validated image files
+    images/<id>.jpg|png   the validated image files
     manifest.jsonl        one record per accepted image: id, file, source, width, height, sha256,
                           provenance (source-specific: photo id, owner, licence, url, path, ...)
-    rejects.jsonl         one record per rejected input: id, reason, detail
+    rejects.jsonl         one record per input not taken: id, reason, detail
+    ATTRIBUTION.csv       Flickr source: who to credit for each photo, under which licence
     truth.jsonl, truth/   ground truth (synthetic source only): objects with boxes, masks,
                           duplicate groups
 Counts go to the metrics file given by the stage.
+
+All sources share one ingest path (`spidergan.ingest.Ingest`: validation, atomic write, manifest
+and rejects records, resume). An image already stored by an earlier run from the same source key
+(Flickr: the same photo URL; folder: same path, size and mtime; synthetic: same bytes) is kept
+without fetching it again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from spidergan import atomic, manifest
+from spidergan import atomic, images, manifest
+from spidergan.ingest import Ingest, ScrapeError, sha256, write_attribution  # noqa: F401
 from spidergan.params import ScrapeParams
 
 log = logging.getLogger(__name__)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def run(p: ScrapeParams, seed: int, out: str | Path = "data/raw",
@@ -37,51 +38,69 @@ def run(p: ScrapeParams, seed: int, out: str | Path = "data/raw",
     out.mkdir(parents=True, exist_ok=True)
     if p.source == "synthetic":
         counts = _run_synthetic(p, seed, out)
-    else:  # pragma: no cover - the real sources are added by their own issue
-        raise NotImplementedError(f"scrape.source={p.source!r} is not available yet")
+    elif p.source == "flickr":
+        from spidergan.sources import flickr
+
+        counts = flickr.run(p, out)
+    elif p.source == "folder":
+        from spidergan.sources import folder
+
+        counts = folder.run(p, out)
+    else:  # pragma: no cover - params.py restricts the choices
+        raise ValueError(f"unknown scrape.source {p.source!r}")
     if metrics_path:
         atomic.write_json(metrics_path, counts)
     return counts
 
 
+# --------------------------------------------------------------------------- synthetic
 def _run_synthetic(p: ScrapeParams, seed: int, out: Path) -> dict:
     from spidergan.sources import synthetic
 
-    images_dir = out / "images"
     truth_dir = out / "truth"
-    images_dir.mkdir(exist_ok=True)
-    truth_dir.mkdir(exist_ok=True)
-    done = manifest.read_by_id(out / "manifest.jsonl")
-    counts = {"listed": 0, "written": 0, "skipped_existing": 0, "rejected": 0}
-    with manifest.Appender(out / "manifest.jsonl") as man, \
-            manifest.Appender(out / "truth.jsonl") as truth, \
-            manifest.Appender(out / "rejects.jsonl") as rejects:
-        bar = tqdm(synthetic.generate(p.synthetic, seed), total=p.synthetic.count,
-                   desc="scrape synthetic", unit="img")
-        for item in bar:
-            counts["listed"] += 1
-            if item.id in done and (out / done[item.id]["file"]).exists():
-                counts["skipped_existing"] += 1
-                continue
-            rel = f"images/{item.id}.jpg"
-            w, h = item.size
-            if min(w, h) < p.min_side:
-                rejects.append({"id": item.id, "reason": "too_small",
-                                "detail": f"{w}x{h} below min_side {p.min_side}"})
-                counts["rejected"] += 1
-                continue
-            atomic.write_bytes(out / rel, item.jpeg)
-            mask_rel = f"truth/{item.id}.png"
-            atomic.save_image(out / mask_rel, Image.fromarray(np.asarray(item.mask, np.uint8), "L"))
-            # truth first: a record in the manifest promises its ground truth exists
-            truth.append({"id": item.id, "mask": mask_rel, "objects": item.objects_json(),
-                          "dup_group": item.dup_group, "dup_of": item.dup_of})
-            man.append({"id": item.id, "file": rel, "source": "synthetic", "width": w,
-                        "height": h, "sha256": sha256(item.jpeg),
-                        "provenance": {"generator": "spidergan.synthetic", "seed": seed,
-                                       "index": item.index, "licence": "CC0"}})
-            counts["written"] += 1
-            bar.set_postfix(written=counts["written"], rejected=counts["rejected"])
-    counts["images"] = counts["written"] + counts["skipped_existing"]
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    ing = Ingest(out, p, "synthetic")
+    ing.bar.total = p.synthetic.count
+    truth_records: dict[str, dict] = {}
+    try:
+        with manifest.Appender(out / "truth.jsonl") as truth:
+            for item in synthetic.generate(p.synthetic, seed):
+                if not ing.listed(item.id):
+                    continue
+                mask_rel = f"truth/{item.id}.png"
+                t = {"id": item.id, "mask": mask_rel, "objects": item.objects_json(),
+                     "dup_group": item.dup_group, "dup_of": item.dup_of}
+                # same bytes as last time: the image (and its ground truth) is already there
+                prev = ing.previous.get(item.id)
+                if (prev and prev.get("source") == "synthetic"
+                        and prev.get("sha256") == sha256(item.jpeg)
+                        and (out / prev["file"]).is_file() and (out / mask_rel).is_file()
+                        and min(prev["width"], prev["height"]) >= p.min_side):
+                    truth_records[item.id] = t
+                    ing.accept(item.id, None, {}, reused=True, record=prev)
+                    continue
+                try:
+                    stored = ing.store(item.id, item.jpeg)
+                except images.ImageRejected as e:
+                    ing.reject(item.id, e.reason, e.detail)
+                    continue
+                atomic.save_image(out / mask_rel,
+                                  Image.fromarray(np.asarray(item.mask, np.uint8), "L"))
+                # truth first: a record in the manifest promises its ground truth exists
+                truth.append(t)
+                truth_records[item.id] = t
+                ing.accept(item.id, stored,
+                           {"generator": "spidergan.synthetic", "seed": seed, "index": item.index,
+                            "licence": "CC0"})
+    except BaseException:
+        ing.close()
+        raise
+    counts = ing.finish()
+    records = ing.records()
+    manifest.write(out / "truth.jsonl", [truth_records[r["id"]] for r in records])
+    keep = {truth_records[r["id"]]["mask"] for r in records}
+    for f in sorted(truth_dir.iterdir()):
+        if f.is_file() and f"truth/{f.name}" not in keep:
+            f.unlink()
+    write_attribution(out, records)
     return counts
-

@@ -69,3 +69,13 @@ def test_configure_ultralytics_offline(netguard_log):
 
     assert (Path(os.environ["YOLO_CONFIG_DIR"]) / "Arial.ttf").stat().st_size > 10_000
     assert not netguard_log.exists() or netguard_log.read_text() == ""
+
+
+def test_ultralytics_pil_patch_does_not_break_rejection():
+    """Ultralytics patches Image.open to pip-install a HEIF plugin on unknown files."""
+    from spidergan.images import ImageRejected, load_rgb
+
+    env.configure_ultralytics()
+    with pytest.raises(ImageRejected) as e:
+        load_rgb(b"<html>not an image</html>")
+    assert e.value.reason == "not_an_image"

@@ -46,3 +46,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert json.loads(target.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    import os
+
+    atomic.write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,4 +1,4 @@
-"""Our StyleGAN2 + ADA: networks, losses, augmentation, training loop, checkpoints, generation.
+"""The GAN: StyleGAN2 networks, ADA augmentation, losses, training loop, dataset, checkpoints.
 
 CPU threads: OpenMP's default busy-waiting makes torch many times slower when the cores are
 shared with other processes; a passive wait policy costs nothing when they are not. It only
