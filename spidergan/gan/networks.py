@@ -298,7 +298,11 @@ class ToRGBLayer(nn.Module):
 # --------------------------------------------------------------------------- generator
 def channels_per_resolution(channel_base: int, channel_max: int, resolutions) -> dict[int, int]:
     """Feature maps per resolution: min(channel_base // res, channel_max)."""
-    return {r: min(channel_base // r, channel_max) for r in resolutions}
+    ch = {r: min(channel_base // r, channel_max) for r in resolutions}
+    if min(ch.values()) < 1:
+        raise ValueError(f"channel_base={channel_base} leaves no feature maps at "
+                         f"{max(resolutions)}px: it must be at least the resolution")
+    return ch
 
 
 def _check_resolution(resolution: int) -> int:
