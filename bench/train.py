@@ -8,7 +8,8 @@ memory is its own:
     bare  the same networks with only the two main losses (no augmentation, no regularisers,
           no EMA): the baseline measured alongside
 
-and prints seconds per kimg (the trainer's own figure, snapshots excluded), images per second,
+and prints seconds per kimg (the trainer's own figure: mean over its log ticks, the first tick
+and snapshots excluded), images per second,
 peak memory (RSS on CPU, max allocated on GPU), and full/bare as the ratio: the cost of
 everything StyleGAN2 + ADA adds on top of a plain GAN step (goal <= 1.5x).
 
@@ -34,11 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def _child(cfg: dict) -> None:
+    # spidergan.gan first: it sets OpenMP's passive wait policy, which only acts before torch
+    # is imported (busy-waiting threads make shared CPUs many times slower)
+    from spidergan.gan import train  # noqa: I001
+    from spidergan import params
+
     import numpy as np
     import torch
-
-    from spidergan import params
-    from spidergan.gan import train
 
     p = params.load(ROOT / "params.yaml").train
     over = {"resolution": cfg["res"], "kimg": cfg["kimg"], "snap_kimg": cfg["kimg"],
@@ -89,9 +92,9 @@ def main() -> int:
                                    "z_dim": 512, "w_dim": 512, "batch": 32}))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for res, device, train_over in runs:
-        kimg = args.kimg or (1.0 if device == "cuda" else 0.128)
+        kimg = args.kimg or (1.0 if device == "cuda" else 0.256)
         r = {m: _measure({"res": res, "kimg": kimg, "device": device, "mode": m,
-                          "train": train_over}) for m in ("bare", "full")}
+                          "train": train_over}) for m in ("full", "bare")}
         f, b = r["full"], r["bare"]
         mem = "GPU max allocated" if device == "cuda" else "peak RSS"
         print(f"{res}px {device}: full {f['sec_per_kimg']:.1f} s/kimg ({f['img_per_s']:.1f} img/s, "
