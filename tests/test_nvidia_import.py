@@ -217,8 +217,9 @@ def make_tf_pickle(path, G, D, G_ema, marker):
             layer(f"synthesis.b{r}.conv1", f"{r}x{r}/Conv1", 2 * lg - 4)
             torgb(r)
         syn += [(f"noise{k}", v) for k, v in sorted(noise.items())]
+        kw = _EasyDict(resolution=G.img_resolution, fmap_base=64, fmap_max=16, mapping_layers=2)
         net = lambda name, v, comps: _TFNetwork(  # noqa: E731
-            {"version": 4, "name": name, "static_kwargs": _EasyDict(), "build_module_src": src,
+            {"version": 4, "name": name, "static_kwargs": kw, "build_module_src": src,
              "build_func_name": "G_main", "components": _EasyDict(comps), "variables": v})
         return net("G", [("dlatent_avg", n(sd["mapping.w_avg"]))],
                    {"mapping": net("G_mapping", mapping, {}),
@@ -383,6 +384,9 @@ def test_mismatching_or_unsupported_networks_are_named(nets, tmp_path):
     data["G"].state["c_dim"] = 10
     with pytest.raises(nvidia_import.NotImportable, match="conditional"):
         nvidia_import.convert(data)
+    (tmp_path / "junk.pkl").write_bytes(b"\x80\x03not a pickle at all")
+    with pytest.raises(nvidia_import.NotImportable, match="not a readable network pickle"):
+        nvidia_import.import_checkpoint(tmp_path / "junk.pkl", tmp_path / "o.pt")
     with pytest.raises(FileNotFoundError, match="docs/transfer.md"):
         nvidia_import.import_checkpoint(tmp_path / "absent.pkl", tmp_path / "o.pt")
 

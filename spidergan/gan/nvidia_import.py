@@ -249,7 +249,13 @@ def safe_load(path_or_file) -> object:
                 f"(see docs/transfer.md; NVIDIA publishes them under {SOURCE_URLS[0]})")
         with open(path, "rb") as f:
             return safe_load(f)
-    data = RestrictedUnpickler(path_or_file).load()
+    try:
+        data = RestrictedUnpickler(path_or_file).load()
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError,
+            AttributeError, IndexError, KeyError, OverflowError, MemoryError) as e:
+        raise NotImportable(f"not a readable network pickle: {type(e).__name__}: {e}") from None
     return _arrays(data)
 
 
@@ -510,6 +516,21 @@ def _with_buffers(net: torch.nn.Module, sd: dict) -> dict:
 def _convert_tf(data) -> dict:
     if not (isinstance(data, tuple) and len(data) == 3 and all(isinstance(n, TFNetwork) for n in data)):
         raise NotImportable("a TF StyleGAN2 pickle holds the tuple (G, D, Gs)")
+    for net, arch_ok in ((data[0], "skip"), (data[1], "resnet"), (data[2], "skip")):
+        kw = net.state.get("static_kwargs") or {}
+        if (kw.get("label_size") or 0) > 0:
+            raise NotImportable("conditional networks (label_size > 0) are not supported")
+        if kw.get("architecture", arch_ok) != arch_ok:
+            raise NotImportable(f"TF architecture {kw['architecture']!r} is not supported "
+                                f"(only G 'skip' / D 'resnet')")
+        if "version" in net.state and int(net.state["version"]) < 4:
+            raise NotImportable("TF pickle version < 4 (pre-StyleGAN2 networks)")
+    g_kw = data[2].state.get("static_kwargs") or {}
+    d_kw = data[1].state.get("static_kwargs") or {}
+    # StyleGAN2-ADA's TF networks may clamp (256 for fp16); the original StyleGAN2 does not
+    clamp = float(g_kw.get("conv_clamp") or 0.0)
+    if float(d_kw.get("conv_clamp") or 0.0) != clamp:
+        raise NotImportable("G and D conv_clamp differ: ours share one value")
     tf_G, tf_D, tf_Gs = (tf_variables(n) for n in data)
     try:
         z_dim, w_dim = tf_Gs["mapping/Dense0/weight"].shape
@@ -519,10 +540,12 @@ def _convert_tf(data) -> dict:
         n_map = sum(1 for k in tf_Gs if re.fullmatch(r"mapping/Dense\d+/weight", k))
         top = tf_Gs[f"synthesis/{resolution}x{resolution}/Conv1/weight"].shape[3]
         widest = tf_Gs["synthesis/4x4/Conv/weight"].shape[3]
-        mbstd = int((data[1].state.get("static_kwargs") or {}).get("mbstd_group_size", 4))
-        arch = {"resolution": resolution, "channel_base": int(top * resolution),
-                "channel_max": int(widest), "mapping_layers": n_map, "z_dim": int(z_dim),
-                "w_dim": int(w_dim), "mbstd_group": mbstd, "conv_clamp": 0.0}
+        mbstd = int(d_kw.get("mbstd_group_size") or 4)  # TF D_stylegan2's default
+        # TF's fmap_base counts channels at half the resolution (legacy.py doubles it too)
+        base = int(g_kw["fmap_base"]) * 2 if "fmap_base" in g_kw else int(top * resolution)
+        arch = {"resolution": resolution, "channel_base": base,
+                "channel_max": int(g_kw.get("fmap_max", widest)), "mapping_layers": n_map, "z_dim": int(z_dim),
+                "w_dim": int(w_dim), "mbstd_group": mbstd, "conv_clamp": clamp}
         G, D = build_networks(arch)
         sd = {"G": _with_buffers(G, _tf_g(tf_G, res_log2)),
               "G_ema": _with_buffers(G, _tf_g(tf_Gs, res_log2)),
