@@ -79,6 +79,12 @@ def _module_src(marker) -> str:
             "class Generator: pass\n")
 
 
+def _numpy1(payload: bytes) -> bytes:
+    """The published files were written with numpy 1.x, whose module path is numpy.core
+    (GLOBAL opcodes are newline-terminated text, so the path can be swapped in place)."""
+    return payload.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
 class _Persistent:
     """Pickles as the published persistent objects do: REDUCE of
     `torch_utils.persistence._reconstruct_persistent_obj` with the meta dict, no BUILD state."""
@@ -172,7 +178,7 @@ def make_pytorch_pickle(path, G, D, G_ema, p, marker, channel_base, channel_max,
             "G": _published(G, src, g_extra), "D": _published(D, src, d_extra),
             "G_ema": _published(G_ema, src, g_extra), "augment_pipe": pipe_rec}
     with _published_modules():
-        path.write_bytes(pickle.dumps(data, protocol=3))
+        path.write_bytes(_numpy1(pickle.dumps(data, protocol=3)))
 
 
 def make_tf_pickle(path, G, D, G_ema, marker):
@@ -242,7 +248,7 @@ def make_tf_pickle(path, G, D, G_ema, marker):
                        "build_module_src": src, "build_func_name": "D_stylegan2",
                        "components": _EasyDict(), "variables": dv})
     with _published_modules():
-        path.write_bytes(pickle.dumps((g_vars(G), tf_D, g_vars(G_ema)), protocol=3))
+        path.write_bytes(_numpy1(pickle.dumps((g_vars(G), tf_D, g_vars(G_ema)), protocol=3)))
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -279,6 +285,7 @@ def test_pytorch_pickle_round_trip_is_exact_and_runs_nothing(nets, tmp_path):
     marker = tmp_path / "pwned"
     pkl = tmp_path / "network-snapshot-000100.pkl"
     make_pytorch_pickle(pkl, G, D, G_ema, 0.25, marker, 128, 16, 0.7)
+    assert b"cnumpy.core.multiarray\nscalar" in pkl.read_bytes()  # numpy scalar attributes
     out = tmp_path / "imported.pt"
     info = nvidia_import.import_checkpoint(pkl, out)
     assert not marker.exists()
