@@ -123,3 +123,42 @@ def test_ema_ramp():
     E = torch.nn.Linear(2, 2)
     train.update_ema(E, G, 0, 4, 10.0, 0.05)
     assert torch.equal(E.weight, G.weight)
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes(ds, tmp_path):
+    """A real SIGKILL of `spidergan train` after its first snapshot; the re-run continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from conftest import venv_env
+
+    params = {"train": {k: v for k, v in vars(tiny(kimg=0.4, snap_kimg=0.016)).items()}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "-m", "spidergan.cli", "--params", str(tmp_path / "params.yaml"),
+           "train", "--dataset", str(ds), "--out", str(tmp_path / "gan"), "--live",
+           str(tmp_path / "live"), "--metrics", str(tmp_path / "m.json")]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = venv_env(pythonpath=root)
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "gan" / train.CHECKPOINT_NAME
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists(), "no checkpoint within 2 minutes"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint.load(ckpt)["nimg"]
+    assert 0 < killed_at < 400
+    params["train"]["kimg"] = killed_at / 1000 + 0.016  # just one more snapshot
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"resuming {ckpt} at kimg {killed_at / 1000:.3f}" in out.stdout
+    assert checkpoint.load(ckpt)["nimg"] == killed_at + 16
