@@ -326,7 +326,8 @@ def _infer_arch(G: PersistentObject, D: PersistentObject, sd_g: dict) -> dict:
     if int(_attr(G, "img_channels", 3)) != 3:
         raise NotImportable("only RGB networks (img_channels = 3) are supported")
     syn = _child(G, "synthesis")
-    resolution = int(_attr(G, "img_resolution", _attr(syn, "img_resolution", 0)))
+    blocks = [int(m.group(1)) for k in sd_g if (m := re.fullmatch(r"synthesis\.b(\d+)\.torgb\.weight", k))]
+    resolution = int(_attr(G, "img_resolution", _attr(syn, "img_resolution", max(blocks, default=0))))
     n_map = sum(1 for k in sd_g if re.fullmatch(r"mapping\.fc\d+\.weight", k))
     z_dim, w_dim = sd_g["mapping.fc0.weight"].shape[1], sd_g["mapping.fc0.weight"].shape[0]
     # channel schedule: from the init kwargs (NVIDIA defaults 32768 / 512), else from shapes
@@ -355,9 +356,12 @@ def _infer_arch(G: PersistentObject, D: PersistentObject, sd_g: dict) -> dict:
     mbstd = _child(D, "b4.mbstd")
     if int(_attr(mbstd, "num_channels", 1)) != 1:
         raise NotImportable("minibatch std with more than one channel is not supported")
+    group = _attr(mbstd, "group_size", 4)
+    if group is None:  # NVIDIA: the whole minibatch is one group; ours needs a fixed size
+        raise NotImportable("D's minibatch std has no group size (whole batch): not supported")
     return {"resolution": resolution, "channel_base": channel_base, "channel_max": channel_max,
             "mapping_layers": n_map or int(map_kw.get("num_layers", 8)), "z_dim": int(z_dim),
-            "w_dim": int(w_dim), "mbstd_group": int(_attr(mbstd, "group_size", 4)),
+            "w_dim": int(w_dim), "mbstd_group": int(group),
             "conv_clamp": float(clamp or 0.0)}
 
 
@@ -572,7 +576,11 @@ def convert(data) -> dict:
 def import_checkpoint(src: str | Path, out: str | Path) -> dict:
     """Convert NVIDIA network pickle `src` into our checkpoint `out`; returns a summary."""
     src = Path(src)
-    nets = convert(safe_load(src))
+    data = safe_load(src)
+    try:
+        nets = convert(data)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise NotImportable(f"{src}: unexpected network layout ({type(e).__name__}: {e})") from None
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     arch = nets["arch"]
     p = nets["augment_p"]
