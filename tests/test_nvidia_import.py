@@ -154,7 +154,10 @@ def _g_kwargs(G: Generator, channel_base, channel_max, clamp) -> dict:
                                                 conv_clamp=clamp))
 
 
-def make_pytorch_pickle(path, G, D, G_ema, p, marker, channel_base, channel_max, clamp):
+def make_pytorch_pickle(path, G, D, G_ema, p, marker, channel_base, channel_max, clamp,
+                        protocol=3):
+    """stylegan2-ada-pytorch's `pickle.dump(snapshot_data, f)`: protocol 3 under Python 3.7,
+    4 under 3.8+."""
     src = _module_src(marker)
     g_extra = {"z_dim": G.z_dim, "c_dim": 0, "w_dim": G.w_dim, "img_resolution": G.img_resolution,
                "img_channels": 3, "_init_kwargs": _g_kwargs(G, channel_base, channel_max, clamp)}
@@ -178,11 +181,13 @@ def make_pytorch_pickle(path, G, D, G_ema, p, marker, channel_base, channel_max,
             "G": _published(G, src, g_extra), "D": _published(D, src, d_extra),
             "G_ema": _published(G_ema, src, g_extra), "augment_pipe": pipe_rec}
     with _published_modules():
-        path.write_bytes(_numpy1(pickle.dumps(data, protocol=3)))
+        payload = pickle.dumps(data, protocol=protocol)
+        path.write_bytes(_numpy1(payload) if protocol < 4 else payload)
 
 
-def make_tf_pickle(path, G, D, G_ema, marker):
-    """The original TF StyleGAN2 layout: (G, D, Gs) Network states with numpy variables."""
+def make_tf_pickle(path, G, D, G_ema, marker, protocol=4):
+    """The original TF StyleGAN2 layout: (G, D, Gs) Network states with numpy variables
+    (dnnlib saved them with pickle.HIGHEST_PROTOCOL, 4 under Python 3.6/3.7)."""
     src = _module_src(marker)
 
     def n(t):
@@ -248,7 +253,8 @@ def make_tf_pickle(path, G, D, G_ema, marker):
                        "build_module_src": src, "build_func_name": "D_stylegan2",
                        "components": _EasyDict(), "variables": dv})
     with _published_modules():
-        path.write_bytes(_numpy1(pickle.dumps((g_vars(G), tf_D, g_vars(G_ema)), protocol=3)))
+        payload = pickle.dumps((g_vars(G), tf_D, g_vars(G_ema)), protocol=protocol)
+        path.write_bytes(_numpy1(payload) if protocol < 4 else payload)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -280,12 +286,14 @@ def _images(G, seed=5, psi=0.7):
 
 
 # --------------------------------------------------------------------------- tests
-def test_pytorch_pickle_round_trip_is_exact_and_runs_nothing(nets, tmp_path):
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_pytorch_pickle_round_trip_is_exact_and_runs_nothing(nets, tmp_path, protocol):
     G, D, G_ema = nets
     marker = tmp_path / "pwned"
     pkl = tmp_path / "network-snapshot-000100.pkl"
-    make_pytorch_pickle(pkl, G, D, G_ema, 0.25, marker, 128, 16, 0.7)
-    assert b"cnumpy.core.multiarray\nscalar" in pkl.read_bytes()  # numpy scalar attributes
+    make_pytorch_pickle(pkl, G, D, G_ema, 0.25, marker, 128, 16, 0.7, protocol=protocol)
+    if protocol == 3:
+        assert b"cnumpy.core.multiarray\nscalar" in pkl.read_bytes()  # numpy scalar attributes
     out = tmp_path / "imported.pt"
     info = nvidia_import.import_checkpoint(pkl, out)
     assert not marker.exists()
@@ -311,14 +319,14 @@ def test_pytorch_pickle_round_trip_is_exact_and_runs_nothing(nets, tmp_path):
     assert (_images(G3) - _images(G_ema)).abs().max() > 1e-2
 
 
-def test_tf_pickle_round_trip(nets, tmp_path):
-    G, D, G_ema = nets
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_tf_pickle_round_trip(tmp_path, protocol):
     # TF StyleGAN2 has no conv clamp
     G, D = _randomised(2)
     G_ema, _ = _randomised(3)
     marker = tmp_path / "pwned"
     pkl = tmp_path / "stylegan2-tiny-config-f.pkl"
-    make_tf_pickle(pkl, G, D, G_ema, marker)
+    make_tf_pickle(pkl, G, D, G_ema, marker, protocol=protocol)
     info = nvidia_import.import_checkpoint(pkl, tmp_path / "tf.pt")
     assert not marker.exists()
     assert info["format"] == "stylegan2-tf" and info["augment_p"] is None
@@ -375,6 +383,30 @@ def test_code_hidden_inside_a_network_record_is_refused(nets, tmp_path):
     with _published_modules():
         pkl.write_bytes(pickle.dumps({"G": data_G, "D": _published(D, "")}, protocol=3))
     with pytest.raises(nvidia_import.UnsafePickleError, match="builtins.exec"):
+        nvidia_import.safe_load(pkl)
+    assert not marker.exists()
+
+
+class _EvilStorage:
+    """A storage record whose embedded torch.save blob would run code under plain torch.load."""
+
+    def __init__(self, marker):
+        import io
+
+        buf = io.BytesIO()
+        torch.save(_Exec(marker), buf, _use_new_zipfile_serialization=False)
+        self.blob = buf.getvalue()
+
+    def __reduce__(self):
+        import torch.storage
+        return torch.storage._load_from_bytes, (self.blob,)
+
+
+def test_code_inside_a_tensor_storage_blob_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    pkl = tmp_path / "evil.pkl"
+    pkl.write_bytes(pickle.dumps({"G": _EvilStorage(marker)}, protocol=3))
+    with pytest.raises(nvidia_import.UnsafePickleError, match="weights-only"):
         nvidia_import.safe_load(pkl)
     assert not marker.exists()
 

@@ -169,7 +169,11 @@ def _load_storage(blob):
     """A storage from its legacy torch.save bytes, loaded the safe way."""
     if not isinstance(blob, (bytes, bytearray)):
         raise UnsafePickleError("storage payload is not bytes")
-    obj = torch.load(io.BytesIO(bytes(blob)), weights_only=True, map_location="cpu")
+    try:
+        obj = torch.load(io.BytesIO(bytes(blob)), weights_only=True, map_location="cpu")
+    except Exception as e:  # torch's weights-only unpickler refuses code, like ours
+        raise UnsafePickleError(f"storage payload refused by torch's weights-only loader: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(obj, (torch.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(f"storage payload holds a {type(obj).__name__}, not a storage")
     return obj
