@@ -127,6 +127,22 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_import_checkpoint(args) -> int:
+    from spidergan.gan import nvidia_import
+
+    try:
+        info = nvidia_import.import_checkpoint(args.pkl, args.out)
+    except (FileNotFoundError, nvidia_import.UnsafePickleError, nvidia_import.NotImportable) as e:
+        print(f"spidergan import-checkpoint: {e}", file=sys.stderr)
+        return 1
+    p = info["augment_p"]
+    print(f"wrote {info['out']} ({info['format']}, augment p "
+          f"{'absent' if p is None else f'{p:.3f}'})")
+    print("train with these settings (params.yaml or dvc exp run -S ...):")
+    print("  " + " ".join(f"-S {s}" for s in nvidia_import.params_overrides(info["arch"])))
+    return 0
+
+
 def _cmd_augment_preview(args) -> int:
     from spidergan.gan import augment
 
@@ -254,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", default="const", choices=("const", "random", "none"))
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("import-checkpoint",
+                       help="convert a published NVIDIA StyleGAN2 network pickle into a "
+                            "checkpoint for train.resume_from (never runs code from the file)")
+    s.add_argument("pkl", help="stylegan2-ada-pytorch .pkl (or TF StyleGAN2 .pkl)")
+    s.add_argument("out", help="checkpoint to write, e.g. models/pretrained/cat256.pt")
+    s.set_defaults(func=_cmd_import_checkpoint)
 
     s = sub.add_parser("augment-preview",
                        help="grid of real images as the discriminator sees them at several p")
