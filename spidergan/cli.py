@@ -93,6 +93,56 @@ def _cmd_nearest(args) -> int:
     return 0
 
 
+def _cmd_dataset(args) -> int:
+    from spidergan.gan import dataset
+
+    p = _load(args)
+    inputs = {"masked": (f"{args.masked}/manifest.jsonl", args.masked),
+              "unique": (f"{args.unique}/manifest.jsonl", args.crops)}
+    info = dataset.run(p.dataset, resolution=p.train.resolution, seed=p.seed, inputs=inputs,
+                       out=args.out, metrics_path=args.metrics)
+    print(" ".join(f"{k}={v}" for k, v in info.items() if k != "sha256"))
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from spidergan.gan import train
+
+    p = _load(args)
+    result = train.run(p.train, seed=p.seed, dataset=args.dataset, out=args.out,
+                       live_dir=args.live, metrics_path=args.metrics)
+    print(" ".join(f"{k}={v}" for k, v in result.items()))
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from spidergan.gan import generate
+
+    seeds = generate.parse_seeds(args.seeds)
+    written = generate.run(args.checkpoint, args.out, seeds, psi=args.psi, grid=args.grid,
+                           gif=args.gif, frames=args.frames, noise_mode=args.noise,
+                           device=args.device)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _cmd_import_checkpoint(args) -> int:
+    from spidergan.gan import nvidia_import
+
+    try:
+        info = nvidia_import.import_checkpoint(args.pkl, args.out)
+    except (FileNotFoundError, nvidia_import.UnsafePickleError, nvidia_import.NotImportable) as e:
+        print(f"spidergan import-checkpoint: {e}", file=sys.stderr)
+        return 1
+    p = info["augment_p"]
+    print(f"wrote {info['out']} ({info['format']}, augment p "
+          f"{'absent' if p is None else f'{p:.3f}'})")
+    print("train with these settings (params.yaml or dvc exp run -S ...):")
+    print("  " + " ".join(f"-S {s}" for s in nvidia_import.params_overrides(info["arch"])))
+    return 0
+
+
 def _cmd_augment_preview(args) -> int:
     from spidergan.gan import augment
 
@@ -220,6 +270,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pairs", metavar="PNG", help="also draw the closest pairs side by side")
     s.add_argument("--pairs-n", type=int, default=16)
     s.set_defaults(func=_cmd_nearest)
+
+    s = sub.add_parser("dataset", help="pack dataset.size images at train.resolution into data/dataset")
+    s.add_argument("--masked", default="data/masked", help="mask stage output (source: masked)")
+    s.add_argument("--unique", default="data/unique", help="dedup stage output (source: unique)")
+    s.add_argument("--crops", default="data/crops", help="root of the crop files (source: unique)")
+    s.add_argument("--out", default="data/dataset")
+    s.add_argument("--metrics", default="metrics/dataset.json")
+    s.set_defaults(func=_cmd_dataset)
+
+    s = sub.add_parser("train", help="train (or resume) the StyleGAN2 on data/dataset")
+    s.add_argument("--dataset", default="data/dataset")
+    s.add_argument("--out", default="models/gan")
+    s.add_argument("--live", default="plots/train", help="dvclive folder (logs, sample grids)")
+    s.add_argument("--metrics", default="metrics/train.json")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("generate", help="images, a grid or an interpolation GIF from a checkpoint")
+    s.add_argument("--checkpoint", default="models/gan/checkpoint.pt")
+    s.add_argument("--out", default="generated")
+    s.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9 (default: %(default)s)")
+    s.add_argument("--psi", type=float, default=1.0, help="truncation psi (1 = none)")
+    s.add_argument("--grid", action="store_true", help="also write grid.png of all seeds")
+    s.add_argument("--gif", action="store_true",
+                   help="also write interpolation.gif through the seeds in order")
+    s.add_argument("--frames", type=int, default=24, help="GIF frames between two seeds")
+    s.add_argument("--noise", default="const", choices=("const", "random", "none"))
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("import-checkpoint",
+                       help="convert a published NVIDIA StyleGAN2 network pickle into a "
+                            "checkpoint for train.resume_from (never runs code from the file)")
+    s.add_argument("pkl", help="stylegan2-ada-pytorch .pkl (or TF StyleGAN2 .pkl)")
+    s.add_argument("out", help="checkpoint to write, e.g. models/pretrained/cat256.pt")
+    s.set_defaults(func=_cmd_import_checkpoint)
 
     s = sub.add_parser("augment-preview",
                        help="grid of real images as the discriminator sees them at several p")

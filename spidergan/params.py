@@ -232,6 +232,64 @@ class MaskParams:
                               "alpha_matting_foreground_threshold")
         if self.method == "rembg" and not (self.model or self.model_path):
             raise ParamsError("method rembg needs model or model_path")
+# --------------------------------------------------------------------------- dataset
+@section
+class DatasetParams:
+    size: int = param(2000, ge=1, doc="training images to pick (seeded); more than exist = all")
+    source: str = param("masked", choices=("masked", "unique"),
+                        doc="masked composites (mask stage) or deduplicated crops (dedup stage)")
+    holdout: int = param(16, ge=0, doc="real images kept out of training for evaluate's copy check")
+    resample: str = param("lanczos", choices=("lanczos", "bicubic", "bilinear", "box"),
+                          doc="filter used to resize to train.resolution")
+
+
+# --------------------------------------------------------------------------- train
+@section
+class TrainParams:
+    resolution: int = param(32, ge=16, le=1024, doc="power of two")
+    batch: int = param(16, ge=2, le=4096)
+    kimg: float = param(4.0, gt=0, doc="training length in thousands of real images shown to D")
+    snap_kimg: float = param(1.0, gt=0, doc="checkpoint + sample grid every this many kimg")
+    channel_base: int = param(1024, ge=16, doc="feature maps at resolution r: min(base // r, max)")
+    channel_max: int = param(64, ge=1)
+    mapping_layers: int = param(2, ge=1, le=16)
+    z_dim: int = param(64, ge=1)
+    w_dim: int = param(64, ge=1)
+    mbstd_group: int = param(4, ge=1, doc="minibatch std group size (paper256 config: 8)")
+    conv_clamp: float = param(0.0, ge=0, doc="clamp conv outputs to +-this; 0 = off (NVIDIA: 256)")
+    lr_g: float = param(0.0025, gt=0)
+    lr_d: float = param(0.0025, gt=0)
+    r1_gamma: float = param(1.0, ge=0)
+    r1_interval: int = param(16, ge=1, doc="lazy R1: every this many steps")
+    pl_weight: float = param(2.0, ge=0, doc="path-length regularisation weight; 0 = off")
+    pl_interval: int = param(4, ge=1, doc="lazy path-length: every this many steps")
+    pl_batch_shrink: int = param(2, ge=1)
+    style_mixing: float = param(0.9, ge=0, le=1)
+    ema_kimg: float = param(1.0, ge=0, doc="half-life of the G average in kimg; 0 = no EMA")
+    ema_rampup: float = param(0.05, ge=0, doc="EMA half-life at most this * images seen; 0 = off")
+    mirror: bool = param(True, doc="random x-flips of the training images")
+    augment: str = param("ada", choices=("none", "fixed", "ada"))
+    aug_prob: float = param(0.0, ge=0, le=1, doc="p for augment=fixed; initial p for ada")
+    ada_target: float = param(0.6, gt=0, lt=1, doc="target of r_t = E[sign(D(real))]")
+    ada_kimg: float = param(20.0, gt=0, doc="p can go 0 -> 1 in this many kimg")
+    ada_interval: int = param(4, ge=1, doc="adjust p every this many steps")
+    augpipe: str = param("bgc", doc="augmentation groups, see spidergan.gan.augment")
+    resume_from: str = param("", doc="checkpoint to transfer-learn from (weights only); empty = none")
+    freeze_d: int = param(0, ge=0, doc="freeze this many D layers from the input side (FreezeD)")
+    on_mismatch: str = param("error", choices=("error", "restart"),
+                             doc="checkpoint in the output folder made with other params: stop "
+                                 "naming them, or set it aside and start afresh (dvc exp sweeps)")
+    grid: int = param(6, ge=1, le=32, doc="sample grid is grid x grid images")
+    device: str = param("auto", choices=("auto", "cpu", "cuda"))
+    threads: int = param(0, ge=0, doc="torch CPU threads; 0 = all cores")
+
+    def validate(self):
+        if self.resolution & (self.resolution - 1):
+            raise ParamsError(f"resolution: {self.resolution} is not a power of two")
+        if self.snap_kimg > self.kimg:
+            raise ParamsError(f"snap_kimg ({self.snap_kimg}) is larger than kimg ({self.kimg})")
+        if self.channel_base // self.resolution < 1:
+            raise ParamsError("channel_base // resolution must be at least 1")
 
 
 # --------------------------------------------------------------------------- top level
@@ -242,6 +300,8 @@ class Params:
     crop: CropParams = param(default_factory=CropParams)
     dedup: DedupParams = param(default_factory=DedupParams)
     mask: MaskParams = param(default_factory=MaskParams)
+    dataset: DatasetParams = param(default_factory=DatasetParams)
+    train: TrainParams = param(default_factory=TrainParams)
     evaluate: EvaluateParams = param(default_factory=EvaluateParams)
 
 

@@ -1,0 +1,95 @@
+"""Training checkpoints: written atomically, loaded with `torch.load(weights_only=True)`.
+
+A checkpoint is a dict of tensors and plain values only (no pickled classes), so loading one
+cannot run code: network and optimiser state dicts, the augmentation probability p and the ADA
+controller's state, the path-length running mean, images seen, step, RNG states (as uint8
+tensors) and the parameters it was trained with.
+
+Resume rule: a run continues from its checkpoint only when the parameters that define the model,
+the data and the training trajectory are the same (`MATCH_KEYS` + seed + the dataset's sha256).
+`train.kimg` may grow (continuing a finished run), and logging or hardware settings
+(`snap_kimg`, `grid`, `device`, `threads`, `on_mismatch`) may change; anything else raises
+`ResumeMismatch` naming the keys, because continuing would silently train a different
+experiment (with `train.on_mismatch: restart` the old checkpoint is set aside instead).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from spidergan import atomic
+
+FORMAT = 1
+
+# Parameters whose change makes a checkpoint a different experiment (architecture, data,
+# schedule, regularisation, augmentation).
+MATCH_KEYS = (
+    "resolution", "batch", "channel_base", "channel_max", "mapping_layers", "z_dim", "w_dim",
+    "mbstd_group", "conv_clamp", "lr_g", "lr_d", "r1_gamma", "r1_interval", "pl_weight",
+    "pl_interval", "pl_batch_shrink", "style_mixing", "ema_kimg", "ema_rampup", "mirror",
+    "augment", "aug_prob", "ada_target", "ada_kimg", "ada_interval", "augpipe", "resume_from",
+    "freeze_d",
+)
+# Architecture keys that must match for transfer learning (`train.resume_from`).
+ARCH_KEYS = ("resolution", "channel_base", "channel_max", "mapping_layers", "z_dim", "w_dim",
+             "mbstd_group")
+
+
+class ResumeMismatch(RuntimeError):
+    """The checkpoint was made with different parameters; the message names them."""
+
+
+def save(path: str | Path, state: dict) -> None:
+    state = {"format": FORMAT, **state}
+    with atomic.atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a SpiderGAN checkpoint (format {FORMAT})")
+    return state
+
+
+def differing_keys(recorded: dict, current: dict, keys=MATCH_KEYS) -> dict:
+    """{key: (recorded, current)} for the keys whose values differ."""
+    out = {}
+    for k in keys:
+        a, b = recorded.get(k, "<missing>"), current.get(k, "<missing>")
+        if a != b:
+            out[k] = (a, b)
+    return out
+
+
+def check_resume(state: dict, train_params: dict, seed: int, dataset_sha256: str,
+                 path: str | Path = "checkpoint") -> None:
+    diff = differing_keys(state["params"], train_params)
+    if state.get("seed") != seed:
+        diff["seed"] = (state.get("seed"), seed)
+    if state.get("dataset_sha256") != dataset_sha256:
+        diff["dataset (sha256 of train.npy)"] = (state.get("dataset_sha256"), dataset_sha256)
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} != now {b!r}" for k, (a, b) in diff.items())
+        raise ResumeMismatch(
+            f"{path} was trained with other parameters ({lines}). Restore them to resume, or "
+            f"delete the checkpoint (or use another output folder) to start a new run; to start "
+            f"from its weights, set train.resume_from to a copy of it.")
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

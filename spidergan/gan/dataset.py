@@ -1,0 +1,165 @@
+"""The dataset stage and the training loader.
+
+Layout of `data/dataset/`:
+    train.npy             uint8 [N, resolution, resolution, 3], the packed training images
+    manifest.jsonl        one record per training image, in train.npy order: id, index,
+                          source file, provenance carried from upstream
+    holdout/images/<id>.png, holdout/manifest.jsonl
+                          real images kept OUT of training (evaluate's copy check compares
+                          generated images with training images against these)
+    rejects.jsonl         upstream records that could not be used, with a reason
+    info.json             resolution, counts, sha256 of train.npy (recorded in checkpoints)
+
+Selection is seeded: the upstream records are shuffled with `seed`, the first `holdout` go to
+holdout, the next `size` to training. A `size` larger than what remains uses everything and says
+so (in the log and in metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from spidergan import atomic, manifest
+from spidergan.images import ImageRejected, load_rgb
+from spidergan.params import DatasetParams
+
+log = logging.getLogger(__name__)
+
+_RESAMPLE = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR,
+             "box": Image.BOX}
+
+
+def _square(im: Image.Image) -> Image.Image:
+    """Centre square; upstream crops are square already, this only guards odd inputs."""
+    w, h = im.size
+    if w == h:
+        return im
+    s = min(w, h)
+    x0, y0 = (w - s) // 2, (h - s) // 2
+    return im.crop((x0, y0, x0 + s, y0 + s))
+
+
+def run(p: DatasetParams, resolution: int, seed: int, inputs: dict, out: str | Path = "data/dataset",
+        metrics_path: str | Path | None = "metrics/dataset.json") -> dict:
+    """Build the packed dataset from `inputs[p.source] = (manifest path, root of its files)`."""
+    if p.source not in inputs:
+        raise ValueError(f"dataset.source={p.source!r} has no input configured")
+    man_path, root = (Path(x) for x in inputs[p.source])
+    if not man_path.exists():
+        raise FileNotFoundError(f"{man_path} is missing: run the upstream stage first")
+    out = Path(out)
+    records = sorted(manifest.read_by_id(man_path).values(), key=lambda r: r["id"])
+    order = np.random.default_rng(seed).permutation(len(records))
+    resample = _RESAMPLE[p.resample]
+    images, train_recs, hold_recs, rejects = [], [], [], []
+    hold_dir = out / "holdout" / "images"
+    hold_dir.mkdir(parents=True, exist_ok=True)
+    want = p.holdout + p.size
+    for i in tqdm(order, desc="dataset", unit="img", total=min(want, len(records))):
+        if len(hold_recs) + len(train_recs) >= want:
+            break
+        rec = records[int(i)]
+        try:
+            im = load_rgb(root / rec["file"])
+        except ImageRejected as e:
+            rejects.append({"id": rec["id"], "reason": e.reason, "detail": e.detail})
+            continue
+        except KeyError:
+            rejects.append({"id": rec.get("id"), "reason": "no_file", "detail": "record has no file"})
+            continue
+        im = _square(im).resize((resolution, resolution), resample)
+        base = {"id": rec["id"], "file_upstream": rec["file"], "source": p.source,
+                "provenance": rec.get("provenance", {})}
+        if len(hold_recs) < p.holdout:
+            f = f"holdout/images/{rec['id']}.png"
+            atomic.save_image(out / f, im)
+            hold_recs.append({**base, "file": f})
+        else:
+            train_recs.append({**base, "index": len(images)})
+            images.append(np.asarray(im, dtype=np.uint8))
+    if not images:
+        raise RuntimeError(f"no training images: {len(records)} upstream records, "
+                           f"{len(hold_recs)} held out, {len(rejects)} rejected")
+    arr = np.stack(images)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    data = buf.getvalue()
+    atomic.write_bytes(out / "train.npy", data)
+    manifest.write(out / "manifest.jsonl", train_recs)
+    manifest.write(out / "holdout" / "manifest.jsonl", hold_recs)
+    manifest.write(out / "rejects.jsonl", rejects)
+    short = len(train_recs) < p.size
+    if short:
+        log.warning("dataset.size=%d but only %d images are available: using all of them",
+                    p.size, len(train_recs))
+        print(f"dataset: size={p.size} requested, only {len(train_recs)} available; using all")
+    info = {"resolution": resolution, "train": len(train_recs), "holdout": len(hold_recs),
+            "rejected": len(rejects), "upstream": len(records), "requested": p.size,
+            "used_all": short, "source": p.source, "sha256": hashlib.sha256(data).hexdigest()}
+    atomic.write_json(out / "info.json", info)
+    if metrics_path:
+        atomic.write_json(metrics_path, {k: v for k, v in info.items() if k != "sha256"})
+    return info
+
+
+# --------------------------------------------------------------------------- loader
+class ImageDataset:
+    """The packed images, memory-mapped; batches are NCHW float in [-1, 1].
+
+    The sampling order is a pure function of (seed, step): epoch e is a permutation drawn from
+    seed + e, so a resumed run draws exactly the batches the uninterrupted run would have.
+    """
+
+    def __init__(self, root: str | Path):
+        root = Path(root)
+        self.root = root
+        path = root / "train.npy"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `spidergan dataset` (dvc stage dataset)")
+        self.images = np.load(path, mmap_mode="r")
+        if self.images.ndim != 4 or self.images.shape[3] != 3:
+            raise ValueError(f"{path}: expected [N, H, W, 3], got {self.images.shape}")
+        info = root / "info.json"
+        self.info = json.loads(info.read_text()) if info.exists() else {}
+        self.resolution = int(self.images.shape[1])
+        self._perm_cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def fingerprint(self) -> str:
+        return self.info.get("sha256") or hashlib.sha256(
+            (self.root / "train.npy").read_bytes()).hexdigest()
+
+    def _perm(self, seed: int, epoch: int) -> np.ndarray:
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            self._perm_cache = (epoch, np.random.default_rng([seed, epoch]).permutation(len(self)))
+        return self._perm_cache[1]
+
+    def batch(self, step: int, batch_size: int, seed: int, mirror: bool) -> torch.Tensor:
+        n = len(self)
+        idx = []
+        start = step * batch_size
+        for k in range(start, start + batch_size):
+            idx.append(int(self._perm(seed, k // n)[k % n]))
+        x = torch.from_numpy(np.ascontiguousarray(self.images[idx])).permute(0, 3, 1, 2)
+        x = x.float() / 127.5 - 1.0
+        if mirror:
+            flips = np.random.default_rng([seed, step, 1]).random(batch_size) < 0.5
+            x[torch.from_numpy(flips)] = x[torch.from_numpy(flips)].flip(3)
+        return x
+
+    def sample(self, count: int, seed: int) -> torch.Tensor:
+        """A fixed, seeded set of images (grids, SWD reference)."""
+        idx = np.random.default_rng(seed).permutation(len(self))[:count]
+        x = torch.from_numpy(np.ascontiguousarray(self.images[np.sort(idx)])).permute(0, 3, 1, 2)
+        return x.float() / 127.5 - 1.0
