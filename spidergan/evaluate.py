@@ -291,10 +291,9 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
     # per-snapshot series
     series = [_series_row(metrics)]
     if p.snapshots:
-        series = []
+        series = [_series_row(metrics)]  # the final checkpoint, scored above
         for nimg, path in snapshots(gan, state):
-            if path.resolve() == ckpt_path.resolve():
-                series.append(_series_row(metrics))
+            if nimg == int(state.get("nimg", 0)):  # checkpoint.pt, or its copy in snapshots/
                 continue
             Gs = load_generator(path, device)
             s = score(generate(Gs, seeds, p.batch), reals, p, seed, extractor, None,
@@ -304,8 +303,8 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
         series.sort(key=lambda r: r["kimg"])
         if len(series) < 2:
             metrics["snapshots_warning"] = (
-                f"{gan} holds no snapshot checkpoints of this run besides {CHECKPOINT_NAME}: "
-                f"only the final checkpoint is scored")
+                f"{gan} holds no snapshot checkpoints of this run besides {CHECKPOINT_NAME} "
+                f"(set train.keep_snapshots: true): only the final checkpoint is scored")
             warnings["snapshots_warning"] = metrics["snapshots_warning"]
 
     # files: fakes, nearest reals, pairs.jsonl, plots, report, metrics

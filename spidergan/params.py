@@ -279,6 +279,8 @@ class TrainParams:
     on_mismatch: str = param("error", choices=("error", "restart"),
                              doc="checkpoint in the output folder made with other params: stop "
                                  "naming them, or set it aside and start afresh (dvc exp sweeps)")
+    keep_snapshots: bool = param(False, doc="also keep G_ema of every snapshot in "
+                                             "<out>/snapshots/ (evaluate.snapshots scores them)")
     grid: int = param(6, ge=1, le=32, doc="sample grid is grid x grid images")
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     threads: int = param(0, ge=0, doc="torch CPU threads; 0 = all cores")

@@ -333,3 +333,27 @@ def test_stage_bad_input(tmp_path, torch_home):
     assert "dataset.holdout" in m["copy_ratio_warning"]
     with pytest.raises(params.ParamsError, match="evaluate.num_fakes"):
         _params(num_fakes=1)
+
+
+def test_snapshots_from_the_real_trainer(tmp_path, torch_home):
+    """train.keep_snapshots writes G_ema per snapshot; evaluate.snapshots scores each of them."""
+    from gan_helpers import make_dataset, tiny
+    from spidergan.gan import train
+
+    ds = make_dataset(tmp_path, resolution=16, n=12, holdout=3)
+    gan = tmp_path / "models" / "gan"
+    train.run(tiny(keep_snapshots=True), seed=0, dataset=ds, out=gan, live_dir=None,
+              metrics_path=None, progress=False)
+    assert sorted(f.name for f in (gan / "snapshots").iterdir()) == [
+        "kimg00000.000.pt", "kimg00000.016.pt", "kimg00000.032.pt"]
+    from spidergan import evaluate
+
+    m = evaluate.run(_params(snapshots=True, num_fakes=8), seed=0, dataset=ds, gan=gan,
+                     detector=tmp_path / "none.pt", out=tmp_path / "eval",
+                     plots=tmp_path / "plots", report_path=None, metrics_path=None,
+                     cache_dir=None, root=tmp_path, extractor=None, progress=False)
+    series = json.loads((tmp_path / "plots" / "snapshots.json").read_text())
+    # kimg 0 (the untrained G), 0.016, and 0.032 (= checkpoint.pt and the last snapshot)
+    assert [r["kimg"] for r in series] == [0.0, 0.016, 0.032] == [0.0, 0.016, m["kimg"]]
+    assert series[-1]["swd"] == m["swd"]
+    assert "snapshots_warning" not in m

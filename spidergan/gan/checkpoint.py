@@ -8,7 +8,7 @@ tensors) and the parameters it was trained with.
 Resume rule: a run continues from its checkpoint only when the parameters that define the model,
 the data and the training trajectory are the same (`MATCH_KEYS` + seed + the dataset's sha256).
 `train.kimg` may grow (continuing a finished run), and logging or hardware settings
-(`snap_kimg`, `grid`, `device`, `threads`, `on_mismatch`) may change; anything else raises
+(`snap_kimg`, `grid`, `device`, `threads`, `on_mismatch`, `keep_snapshots`) may change; anything else raises
 `ResumeMismatch` naming the keys, because continuing would silently train a different
 experiment (with `train.on_mismatch: restart` the old checkpoint is set aside instead).
 """

@@ -255,6 +255,11 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
         if nimg > 0:
             ckpt_mod.save(ckpt_path, _state(p, params_rec, seed, data_sha, G, D, G_ema, opt_G,
                                             opt_D, loss, pipe, ada, step, nimg, history, device))
+        if p.keep_snapshots:  # G_ema alone: what `evaluate.snapshots` scores per kimg
+            ckpt_mod.save(out / "snapshots" / f"kimg{nimg / 1000:09.3f}.pt",
+                          {"params": params_rec, "seed": seed, "dataset_sha256": data_sha,
+                           "arch": arch_from_params(p), "G_ema": G_ema.state_dict(),
+                           "nimg": nimg})
         return swd
 
     if nimg == 0:
