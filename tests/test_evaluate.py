@@ -357,3 +357,15 @@ def test_snapshots_from_the_real_trainer(tmp_path, torch_home):
     assert [r["kimg"] for r in series] == [0.0, 0.016, 0.032] == [0.0, 0.016, m["kimg"]]
     assert series[-1]["swd"] == m["swd"]
     assert "snapshots_warning" not in m
+
+
+def test_dvc_stage_tracks_every_evaluate_param():
+    """dvc.yaml lists evaluate's params key by key (see the comment there): none may be missed."""
+    import dataclasses
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["evaluate"]
+    listed = {k.split(".", 1)[1] for k in stage["params"] if k.startswith("evaluate.")}
+    assert listed == {f.name for f in dataclasses.fields(params.EvaluateParams)}
