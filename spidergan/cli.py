@@ -30,6 +30,48 @@ def _cmd_scrape(args) -> int:
     return 0
 
 
+def _cmd_import_labels(args) -> int:
+    from spidergan.detect import labels
+
+    report = labels.import_labels(args.format, args.src, out=args.out, raw_dir=args.raw,
+                                  classes=args.classes.split(","), dry_run=args.dry_run)
+    print(report.text())
+    if args.report:
+        from spidergan import atomic
+
+        atomic.write_json(args.report, {**report.counts(), "rejects": report.rejected})
+    return 0 if report.written else 1
+
+
+def _cmd_train_detector(args) -> int:
+    from spidergan.detect import labels, train
+
+    p = _load(args)
+    try:
+        m = train.run(p.detect, source=p.scrape.source, seed=p.seed)
+    except (labels.NoLabels, train.DetectorError) as e:
+        print(f"spidergan: {e}", file=sys.stderr)
+        return 1
+    print(f"mAP50={m['map50']:.3f} mAP50-95={m['map50_95']:.3f} precision={m['precision']:.3f} "
+          f"recall={m['recall']:.3f} ({m['seconds']} s)")
+    return 0
+
+
+def _cmd_detect(args) -> int:
+    from spidergan.detect import predict, train
+
+    p = _load(args)
+    try:
+        c = predict.run(p.detect, raw_dir=args.raw, model_path=args.model, out=args.out)
+    except train.DetectorError as e:
+        print(f"spidergan: {e}", file=sys.stderr)
+        return 1
+    print(" ".join(f"{k}={v}" for k, v in c.items() if not isinstance(v, dict)))
+    if "heldout" in c:
+        print("held-out: " + " ".join(f"{k}={v}" for k, v in c["heldout"].items()))
+    return 0
+
+
 def _cmd_mask(args) -> int:
     from spidergan import mask
 
@@ -231,6 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data/raw")
     s.add_argument("--metrics", default="metrics/scrape.json")
     s.set_defaults(func=_cmd_scrape)
+
+    s = sub.add_parser("import-labels", help="import detector labels from a labelling tool's export")
+    s.add_argument("--format", required=True, choices=("voc", "coco", "labelstudio"),
+                   help="voc: LabelImg XML file or folder; coco: CVAT & co JSON; labelstudio: JSON export")
+    s.add_argument("src", help="the export: a file, or a folder of VOC XML files")
+    s.add_argument("--out", default="data/labels")
+    s.add_argument("--raw", default="data/raw")
+    s.add_argument("--classes", default="spider", help="comma-separated class names meaning spider")
+    s.add_argument("--report", default=None, help="also write the report as JSON here")
+    s.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+    s.set_defaults(func=_cmd_import_labels)
+
+    s = sub.add_parser("train-detector", help="train the spider detector (as the train_detector stage)")
+    s.set_defaults(func=_cmd_train_detector)
+
+    s = sub.add_parser("detect", help="detect spiders on data/raw (as the detect stage)")
+    s.add_argument("--raw", default="data/raw")
+    s.add_argument("--model", default="models/detector.pt")
+    s.add_argument("--out", default="data/detections.jsonl")
+    s.set_defaults(func=_cmd_detect)
 
     s = sub.add_parser("mask", help="cut spiders out of the crops: data/masked (mask.method)")
     s.add_argument("--manifest", default="data/unique/manifest.jsonl",

@@ -70,7 +70,10 @@ def configure_ultralytics() -> None:
     check (a 3-second stall offline), so a local TTF is copied in under that name.
     """
     setup()
-    cfg = Path(os.environ["YOLO_CONFIG_DIR"])
+    # Ultralytics keeps its settings and fonts in $YOLO_CONFIG_DIR/Ultralytics (USER_CONFIG_DIR),
+    # not in $YOLO_CONFIG_DIR itself: the font must go there or check_font still calls GitHub.
+    cfg = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+    cfg.mkdir(parents=True, exist_ok=True)
     font = cfg / "Arial.ttf"
     if not font.exists():
         src = _find_local_ttf()

@@ -294,11 +294,62 @@ class TrainParams:
             raise ParamsError("channel_base // resolution must be at least 1")
 
 
+# --------------------------------------------------------------------------- detect
+@section
+class SelftrainParams:
+    rounds: int = param(1, ge=0, le=20, doc="self-training rounds after the first training")
+    accept_conf: float = param(0.5, gt=0.0, lt=1.0,
+                               doc="predictions on unlabelled images at least this confident become candidates")
+    require_review: bool = param(True, doc="a candidate becomes a label only when a review decision accepts it")
+    unreviewed_conf: float = param(0.85, gt=0.0, lt=1.0,
+                                   doc="without review: the stricter confidence a candidate needs to be taken")
+    epochs: int = param(10, ge=1, le=10_000, doc="epochs of each retraining (fine-tunes the previous round)")
+
+    def validate(self):
+        if self.unreviewed_conf < self.accept_conf:
+            raise ParamsError(f"unreviewed_conf ({self.unreviewed_conf}) must be at least "
+                              f"accept_conf ({self.accept_conf}): unreviewed labels need the stricter bar")
+
+
+@section
+class DetectParams:
+    model: str = param("yolo11n.yaml",
+                       doc="model YAML (trains from scratch, offline) or a local .pt file to fine-tune")
+    labels_from: str = param("auto", choices=("auto", "truth", "folder"),
+                             doc="auto: ground truth for the synthetic source, else data/labels/")
+    labeled: int = param(100, ge=2, doc="synthetic source: images whose ground truth stands in for hand labels")
+    val_fraction: float = param(0.2, gt=0.0, lt=1.0, doc="share of the labelled images held out for validation")
+    epochs: int = param(60, ge=1, le=10_000)
+    imgsz: int = param(320, ge=32, le=4096)
+    batch: int = param(16, ge=1, le=1024)
+    optimizer: str = param("AdamW", choices=("AdamW", "SGD", "auto"),
+                           doc="auto: Ultralytics picks by the number of iterations")
+    lr0: float = param(0.002, gt=0.0, le=1.0, doc="initial learning rate (ignored with optimizer auto)")
+    warmup_epochs: float = param(1.0, ge=0.0, le=100.0)
+    mosaic: float = param(1.0, ge=0.0, le=1.0, doc="mosaic augmentation probability")
+    close_mosaic: int = param(10, ge=0, doc="last epochs trained without mosaic")
+    device: str = param("auto", doc="auto (first GPU if any, else cpu), cpu, or a CUDA index such as 0")
+    conf: float = param(0.25, gt=0.0, lt=1.0, doc="detections below this confidence are dropped")
+    iou: float = param(0.6, gt=0.0, lt=1.0, doc="NMS IoU threshold")
+    max_det: int = param(20, ge=1, le=1000, doc="most boxes kept per image")
+    nested_suppress: float = param(0.8, gt=0.0, le=1.01,
+                                   doc="drop a box this much inside/around a more confident one; >1 off")
+    predict_batch: int = param(16, ge=1, le=1024, doc="images decoded and predicted per batch")
+    selftrain: SelftrainParams = param(default_factory=SelftrainParams)
+
+    def validate(self):
+        if self.imgsz % 32:
+            raise ParamsError(f"imgsz ({self.imgsz}) must be a multiple of 32 (the detector's stride)")
+        if self.close_mosaic > self.epochs:
+            raise ParamsError(f"close_mosaic ({self.close_mosaic}) is larger than epochs ({self.epochs})")
+
+
 # --------------------------------------------------------------------------- top level
 @section
 class Params:
     seed: int = param(0, ge=0, le=2**31 - 1)
     scrape: ScrapeParams = param(default_factory=ScrapeParams)
+    detect: DetectParams = param(default_factory=DetectParams)
     crop: CropParams = param(default_factory=CropParams)
     dedup: DedupParams = param(default_factory=DedupParams)
     mask: MaskParams = param(default_factory=MaskParams)

@@ -18,6 +18,8 @@ from conftest import ROOT, venv_env
 # Overrides that keep every stage real but small.
 TINY = {
     "scrape": {"synthetic": {"count": 24}},
+    "detect": {"epochs": 1, "imgsz": 64, "labeled": 10, "close_mosaic": 0,
+               "selftrain": {"rounds": 0}},
     "dataset": {"holdout": 4},
     "train": {"kimg": 0.1, "snap_kimg": 0.05},
     "evaluate": {"num_fakes": 16, "kid_subsets": 10, "batch": 16, "grid": 4, "pairs": 8,

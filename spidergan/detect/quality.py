@@ -1,0 +1,187 @@
+"""Detector quality against ground truth (synthetic source) and a contact sheet of its failures.
+
+Measured only on images that were never labelled (not in `data/detector/labels.jsonl`), so the
+figure says how the detector does on images it has not learnt from. Ground-truth spiders are
+the objects with cls "spider"; caterpillars and leaves are distractors a box must not land on.
+
+Failures at the stage's confidence threshold, per image:
+* missed      a spider no box matches (IoU >= 0.5)
+* double      a second box on an already matched spider, or a box mostly inside or around it:
+              the "inner and outer spider" an inconsistently labelled detector learns
+* loose       the only box on a spider, but too large or too small to match it (IoU < 0.5)
+* distractor  a box on a caterpillar or leaf
+* false_box   a box on background
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from spidergan import atomic, images, manifest
+from spidergan.detect.labels import iou
+
+IOU_MATCH = 0.5
+
+
+def ioa(a, b) -> float:
+    """Intersection over the smaller box's area."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / small if small > 0 else 0.0
+
+
+def average_precision(preds: dict, gts: dict, iou_thr: float = IOU_MATCH) -> float:
+    """AP at `iou_thr` over images: preds {id: [(box, conf)]}, gts {id: [box]} (all-point interp.)."""
+    n_gt = sum(len(v) for v in gts.values())
+    if n_gt == 0:
+        return float("nan")
+    flat = sorted(((c, iid, b) for iid, ps in preds.items() for b, c in ps), key=lambda t: -t[0])
+    used = {iid: [False] * len(g) for iid, g in gts.items()}
+    tp = np.zeros(len(flat))
+    for k, (_, iid, b) in enumerate(flat):
+        g = gts.get(iid, [])
+        best, best_j = iou_thr, -1
+        for j, gb in enumerate(g):
+            v = iou(b, gb)
+            if v >= best and not used[iid][j]:
+                best, best_j = v, j
+        if best_j >= 0:
+            used[iid][best_j] = True
+            tp[k] = 1
+    if not len(flat):
+        return 0.0
+    ctp = np.cumsum(tp)
+    recall = ctp / n_gt
+    precision = ctp / np.arange(1, len(flat) + 1)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[1.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    idx = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def classify(dets: list[dict], spiders: list, distractors: list) -> dict:
+    """Match one image's boxes to its ground truth; returns the failure lists."""
+    matched = [False] * len(spiders)
+    out = {"tp": [], "double": [], "loose": [], "distractor": [], "false_box": [], "missed": []}
+    for d in sorted(dets, key=lambda d: -d["conf"]):
+        b = d["box"]
+        best, best_j = IOU_MATCH, -1
+        for j, s in enumerate(spiders):
+            v = iou(b, s)
+            if v >= best and not matched[j]:
+                best, best_j = v, j
+        if best_j >= 0:
+            matched[best_j] = True
+            out["tp"].append(b)
+        elif any(m and (iou(b, s) >= IOU_MATCH or ioa(b, s) >= 0.7) for s, m in zip(spiders, matched)):
+            out["double"].append(b)
+        elif any(ioa(b, s) >= 0.7 for s in spiders):
+            out["loose"].append(b)
+        elif any(iou(b, x) >= 0.3 or ioa(b, x) >= 0.5 for x in distractors):
+            out["distractor"].append(b)
+        else:
+            out["false_box"].append(b)
+    out["missed"] = [s for s, m in zip(spiders, matched) if not m]
+    return out
+
+
+def evaluate(detections: list[dict], truth: dict, ids) -> tuple[dict, list]:
+    """Quality over `ids`: (figures, failure items for the contact sheet)."""
+    dets = {r["id"]: r for r in detections}
+    preds, gts, fails = {}, {}, []
+    totals = {"missed": 0, "double": 0, "loose": 0, "distractor": 0, "false_box": 0, "tp": 0}
+    n_boxes = 0
+    ids = [i for i in sorted(ids) if i in truth and dets.get(i, {}).get("status") == "ok"]
+    for iid in ids:
+        objs = truth[iid].get("objects", [])
+        spiders = [o["box"] for o in objs if o.get("cls") == "spider"]
+        distractors = [o["box"] for o in objs if o.get("cls") != "spider"]
+        boxes = dets[iid]["boxes"]
+        n_boxes += len(boxes)
+        preds[iid] = [(b["box"], b["conf"]) for b in boxes]
+        gts[iid] = spiders
+        c = classify(boxes, spiders, distractors)
+        for k in totals:
+            totals[k] += len(c[k])
+        if any(c[k] for k in ("missed", "double", "loose", "distractor", "false_box")):
+            fails.append({"id": iid, **c, "distractors": distractors})
+    n_gt = sum(len(v) for v in gts.values())
+    figures = {"images": len(ids), "spiders": n_gt, "boxes": n_boxes,
+               "map50": round(average_precision(preds, gts), 4) if n_gt else None,
+               "precision": round(totals["tp"] / n_boxes, 4) if n_boxes else None,
+               "recall": round(totals["tp"] / n_gt, 4) if n_gt else None,
+               "missed": totals["missed"], "double_boxes": totals["double"],
+               "loose_boxes": totals["loose"],
+               "distractor_boxes": totals["distractor"], "false_boxes": totals["false_box"],
+               "failure_images": len(fails)}
+    return figures, fails
+
+
+COLORS = {"truth": (40, 200, 40), "distractors": (60, 120, 255), "tp": (255, 220, 0),
+          "missed": (0, 255, 0), "double": (255, 0, 255), "loose": (0, 230, 230),
+          "distractor": (255, 60, 0),
+          "false_box": (255, 0, 0)}
+
+
+def contact_sheet(raw_dir, fails: list, path, tile: int = 192, cols: int = 6,
+                  max_tiles: int = 36) -> int:
+    """PNG of failure images: green = missed spider, magenta = double box, cyan = loose box (a
+    spider's only box, badly sized), orange = box on a distractor (blue), red = box on background,
+    yellow = correct box. Returns tiles drawn."""
+    raw = manifest.read_by_id(Path(raw_dir) / "manifest.jsonl")
+    kinds = ("missed", "double", "loose", "distractor", "false_box")
+    order = sorted(fails, key=lambda f: -sum(len(f[k]) for k in kinds))
+    tiles = []
+    for f in order[:max_tiles]:
+        rec = raw.get(f["id"])
+        try:
+            im = images.load_rgb(Path(raw_dir) / rec["file"])
+        except (images.ImageRejected, TypeError):
+            continue
+        s = tile / max(im.size)
+        im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))))
+        canvas = Image.new("RGB", (tile, tile + 14), (30, 30, 30))
+        canvas.paste(im, (0, 0))
+        d = ImageDraw.Draw(canvas)
+        for kind in ("distractors", "tp") + kinds:
+            for b in f.get(kind, []):
+                d.rectangle([v * s for v in b], outline=COLORS[kind], width=2)
+        tags = [f"{k}{len(f[k])}" for k in kinds if f[k]]
+        d.text((2, tile + 1), f"{f['id'][:14]} {' '.join(tags)}", fill=(255, 255, 255))
+        tiles.append(canvas)
+    if not tiles:
+        sheet = Image.new("RGB", (tile * 2, 40), (30, 30, 30))
+        ImageDraw.Draw(sheet).text((6, 12), "no failures", fill=(255, 255, 255))
+    else:
+        rows = (len(tiles) + cols - 1) // cols
+        w = min(cols, len(tiles))
+        sheet = Image.new("RGB", (w * tile, rows * (tile + 14)), (0, 0, 0))
+        for k, t in enumerate(tiles):
+            sheet.paste(t, ((k % cols) * tile, (k // cols) * (tile + 14)))
+    atomic.save_image(path, sheet)
+    return len(tiles)
+
+
+def heldout_quality(raw_dir, detections: list[dict], labels_path, failures_png) -> dict | None:
+    """Quality on never-labelled images when ground truth exists; else None (and a placeholder
+    sheet, so the declared plot always exists)."""
+    raw_dir = Path(raw_dir)
+    truth = manifest.read_by_id(raw_dir / "truth.jsonl")
+    if not truth:
+        if failures_png:
+            sheet = Image.new("RGB", (384, 40), (30, 30, 30))
+            ImageDraw.Draw(sheet).text((6, 12), "no ground truth (not the synthetic source)",
+                                       fill=(255, 255, 255))
+            atomic.save_image(failures_png, sheet)
+        return None
+    labelled = set(manifest.read_by_id(labels_path)) if labels_path else set()
+    ids = [r["id"] for r in detections if r["id"] not in labelled]
+    figures, fails = evaluate(detections, truth, ids)
+    if failures_png:
+        contact_sheet(raw_dir, fails, failures_png)
+    return figures

@@ -1,0 +1,295 @@
+"""The `train_detector` stage: labels -> Ultralytics dataset -> YOLO detector -> metrics.
+
+Steps:
+1. Labels. `detect.labels_from: auto` takes them from the ground truth with the synthetic
+   source (`detect.labeled` images drawn with the seed stand in for hand labelling) and from
+   `data/labels/` otherwise (filled by hand or with `spidergan import-labels`). The labels
+   actually used are written to `data/detector/labels.jsonl` (with their split and origin), so
+   later stages and the benchmark know which images were never labelled.
+2. A seeded train/val split (`detect.val_fraction`); the val split stays fixed through the
+   self-training rounds so their metrics compare.
+3. Training `detect.model`: a model YAML (e.g. `yolo11n.yaml`) trains from scratch and needs
+   nothing from the internet; a `.pt` file fine-tunes pretrained weights (better with few
+   labels, but it must be on disk: nothing is downloaded at run time).
+4. Self-training rounds (see `selftrain`), each retraining and recording its metrics.
+
+Ultralytics writes its run folders and the built dataset under `.spidergan/detect/`, never the
+repo root. A training whose inputs (model, labels, split, params, seed) were trained before is
+taken from there instead of retrained, so adding review decisions reruns only the rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+from spidergan import atomic, env, manifest, params
+from spidergan.detect import labels as L
+from spidergan.params import DetectParams
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_HELP = (
+    "Nothing is downloaded at run time. To fine-tune pretrained weights (recommended when you "
+    "have internet once), download them beforehand, e.g.\n"
+    "  curl -L -o models/yolo11n.pt "
+    "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11n.pt\n"
+    "and set detect.model: models/yolo11n.pt; or train from scratch with a model YAML such as "
+    "detect.model: yolo11n.yaml.")
+
+
+class DetectorError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- model + device
+def resolve_model(name: str, root: str | Path | None = None) -> str:
+    """The model source to hand to Ultralytics, or raise with a clear message.
+
+    A `.pt` must exist locally (relative to the project root or absolute): Ultralytics would
+    otherwise try to download a name like `yolo11n.pt` from GitHub. A `.yaml` is taken from the
+    project if such a file exists, else from Ultralytics' bundled model configs.
+    """
+    root = Path(root) if root else env.project_root()
+    p = Path(name)
+    cand = p if p.is_absolute() else root / p
+    if name.endswith(".pt"):
+        if not cand.is_file():
+            raise DetectorError(f"detect.model: weight file not found: {cand}\n{WEIGHTS_HELP}")
+        return str(cand)
+    if name.endswith((".yaml", ".yml")):
+        if cand.is_file():
+            return str(cand)
+        env.configure_ultralytics()
+        from ultralytics.nn.tasks import yaml_model_load
+
+        try:
+            yaml_model_load(name)  # resolves scale names: yolo11n.yaml is yolo11.yaml at scale n
+        except (FileNotFoundError, AssertionError) as e:
+            raise DetectorError(f"detect.model: model YAML {name!r} is neither a file in the "
+                                f"project nor an Ultralytics model config ({e})") from None
+        return name
+    raise DetectorError(f"detect.model: {name!r} must be a model YAML (from scratch) or a .pt file")
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- labels
+def synthetic_labels(raw_dir: str | Path, count: int, seed: int) -> dict:
+    """Ground-truth spider boxes of `count` images drawn with `seed` (stand-in for hand labels).
+
+    Distractors (caterpillars, leaves) are not labelled: they are the negatives the detector
+    must learn to leave alone. Images without a spider still count as labelled negatives.
+    """
+    raw_dir = Path(raw_dir)
+    truth = manifest.read_by_id(raw_dir / "truth.jsonl")
+    if not truth:
+        raise L.NoLabels(f"{raw_dir}/truth.jsonl is missing or empty: the synthetic labels come "
+                         "from the ground truth of the synthetic source (scrape.source: synthetic)")
+    ids = sorted(i for i, r in manifest.read_by_id(raw_dir / "manifest.jsonl").items()
+                 if i in truth and (raw_dir / r["file"]).is_file())
+    chosen = random.Random(f"labels-{seed}").sample(ids, min(count, len(ids)))
+    return {i: [[float(v) for v in o["box"]] for o in truth[i].get("objects", [])
+                if o.get("cls") == "spider"] for i in sorted(chosen)}
+
+
+def gather_labels(p: DetectParams, source: str, seed: int, raw_dir, labels_dir):
+    """({image id: boxes}, origin, rejects) for the configured label source."""
+    mode = p.labels_from
+    if mode == "auto":
+        mode = "truth" if source == "synthetic" else "folder"
+    if mode == "truth":
+        return synthetic_labels(raw_dir, p.labeled, seed), "truth", []
+    found, rejects = L.read_folder(labels_dir, raw_dir)
+    if not found:
+        msg = L.HOW_TO_LABEL.format(folder=str(labels_dir).rstrip("/"))
+        if rejects:
+            msg += f"\n({len(rejects)} label files were rejected, e.g. {rejects[0]['id']}: " \
+                   f"{rejects[0]['reason']} {rejects[0]['detail']})"
+        raise L.NoLabels(msg)
+    return found, "human", rejects
+
+
+def split(ids, val_fraction: float, seed: int) -> tuple[list, list]:
+    ids = sorted(ids)
+    n_val = max(1, round(len(ids) * val_fraction)) if len(ids) >= 2 else 0
+    val = set(random.Random(f"val-{seed}").sample(ids, n_val))
+    return [i for i in ids if i not in val], sorted(val)
+
+
+# --------------------------------------------------------------------------- dataset + training
+def build_dataset(work: Path, raw_dir, records: dict, train: dict, val: dict) -> Path:
+    """Write the Ultralytics layout (images/, labels/, dataset.yaml) under `work`; return the YAML.
+
+    Images are hard-linked (copied across filesystems) so the layout costs no space.
+    """
+    if work.exists():
+        shutil.rmtree(work)
+    for name, subset in (("train", train), ("val", val)):
+        (work / "images" / name).mkdir(parents=True)
+        (work / "labels" / name).mkdir(parents=True)
+        for iid, boxes in subset.items():
+            rec = records[iid]
+            src = Path(raw_dir) / rec["file"]
+            dst = work / "images" / name / f"{iid}{src.suffix.lower()}"
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+            L.write_label(work / "labels" / name, iid, boxes, int(rec["width"]), int(rec["height"]))
+    yaml_path = work / "dataset.yaml"
+    atomic.write_text(yaml_path, json.dumps({"path": str(work.resolve()), "train": "images/train",
+                                             "val": "images/val", "names": {0: "spider"}}, indent=1))
+    return yaml_path
+
+
+def fit(model_src: str, data_yaml: Path, p: DetectParams, epochs: int, seed: int, run_dir: Path,
+        name: str) -> tuple[Path, dict]:
+    """Train one detector; returns (weights, val metrics)."""
+    env.configure_ultralytics()
+    from ultralytics import YOLO
+
+    device = pick_device(p.device)
+    cpu = device == "cpu"
+    model = YOLO(model_src)
+    model.train(data=str(data_yaml), epochs=epochs, imgsz=p.imgsz, batch=p.batch, device=device,
+                workers=0 if cpu else 4, amp=not cpu, seed=seed, deterministic=True,
+                project=str(run_dir), name=name, exist_ok=True, plots=False, val=False,
+                verbose=False, optimizer=p.optimizer, lr0=p.lr0, warmup_epochs=p.warmup_epochs,
+                mosaic=p.mosaic, close_mosaic=min(p.close_mosaic, epochs),
+                # one optimizer step per batch: with ~100 images an epoch is a handful of batches,
+                # and Ultralytics' nominal batch of 64 would leave a quarter as many steps
+                nbs=p.batch,
+                patience=max(epochs, 100), cache="ram", pretrained=model_src.endswith(".pt"))
+    trainer = model.trainer
+    weights = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
+    return weights, metrics_of(trainer.metrics)
+
+
+def metrics_of(m: dict) -> dict:
+    m = m or {}
+    return {"map50": float(m.get("metrics/mAP50(B)", 0.0)),
+            "map50_95": float(m.get("metrics/mAP50-95(B)", 0.0)),
+            "precision": float(m.get("metrics/precision(B)", 0.0)),
+            "recall": float(m.get("metrics/recall(B)", 0.0))}
+
+
+def train_cached(model_src: str, base_hash: str, train: dict, val: dict, p: DetectParams,
+                 epochs: int, seed: int, raw_dir, records: dict, work: Path, tag: str):
+    """`fit`, unless the same inputs were trained before: then the stored result is reused."""
+    key_src = json.dumps({"model": base_hash, "train": train, "val": val, "epochs": epochs,
+                          "seed": seed, "p": params.to_dict(p), "files": {
+                              i: records[i].get("sha256") for i in sorted({**train, **val})}},
+                         sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    done = work / "trained" / f"{key}.pt"
+    done_metrics = done.with_suffix(".json")
+    if done.exists() and done_metrics.exists():
+        log.info("train_detector: %s reused from %s", tag, done)
+        return done, json.loads(done_metrics.read_text()), True
+    data_yaml = build_dataset(work / "dataset", raw_dir, records, train, val)
+    weights, metrics = fit(model_src, data_yaml, p, epochs, seed, work / "runs", tag)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(done) as tmp:
+        shutil.copyfile(weights, tmp)
+    atomic.write_json(done_metrics, metrics)
+    return done, metrics, False
+
+
+# --------------------------------------------------------------------------- the stage
+def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir="data/labels",
+        decisions="data/review/decisions.jsonl", out_model="models/detector.pt",
+        out_dir="data/detector", metrics_path="metrics/train_detector.json",
+        work_dir: str | Path | None = None) -> dict:
+    """Labels, training and self-training rounds; writes the model, label record and metrics.
+
+    `work_dir` (default `.spidergan/detect`) holds the built dataset, Ultralytics' run folders
+    and the finished trainings kept for reuse."""
+    from spidergan.detect import selftrain
+
+    t0, c0 = time.time(), time.process_time()
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    records = manifest.read_by_id(raw_dir / "manifest.jsonl")
+    if not records:
+        raise DetectorError(f"{raw_dir}/manifest.jsonl is missing or empty: run the scrape stage first")
+    model_src = resolve_model(p.model)
+    base_hash = file_hash(model_src) if model_src.endswith(".pt") or Path(model_src).is_file() \
+        else model_src
+    labels, origin, rejects = gather_labels(p, source, seed, raw_dir, labels_dir)
+    if len(labels) < 2:
+        raise L.NoLabels(f"only {len(labels)} labelled image(s); at least 2 are needed "
+                         "(one to train, one to validate), about 100 to train well")
+    train_ids, val_ids = split(labels, p.val_fraction, seed)
+    train = {i: labels[i] for i in train_ids}
+    val = {i: labels[i] for i in val_ids}
+    origins = {i: origin for i in labels}
+    rounds_of = {i: 0 for i in labels}
+    work = Path(work_dir) if work_dir else env.state_dir() / "detect"
+
+    weights, metrics, reused = train_cached(model_src, base_hash, train, val, p, p.epochs, seed,
+                                            raw_dir, records, work, "round0")
+    report = {"labels": {"images": len(labels), "boxes": sum(map(len, labels.values())),
+                         "train": len(train), "val": len(val), "origin": origin,
+                         "rejected": len(rejects)},
+              "round_0": {**metrics, "new_labels": 0, "retrained": not reused, "reused": reused}}
+    candidates_all = []
+    decided = L.read_decisions(decisions)
+    for r in range(1, p.selftrain.rounds + 1):
+        cands = selftrain.candidates(weights, records, raw_dir, set(train) | set(val), p, r)
+        candidates_all += cands
+        new, counts = selftrain.select(cands, decided, p.selftrain)
+        entry = {**counts}
+        if new:
+            for i, boxes in new.items():
+                train[i] = boxes
+                origins[i] = "unreviewed" if not p.selftrain.require_review else "review"
+                rounds_of[i] = r
+            weights, metrics, reused = train_cached(
+                str(weights), file_hash(weights), train, val, p, p.selftrain.epochs, seed,
+                raw_dir, records, work, f"round{r}")
+            entry.update({**metrics, "retrained": not reused, "reused": reused})
+        else:  # nothing new to learn from: the model and its metrics carry over
+            entry.update({**metrics, "retrained": False, "reused": False})
+        report[f"round_{r}"] = entry
+        log.info("self-training round %d: %s", r, entry)
+        if not new:  # the same model would propose the same candidates again
+            break
+    report.update(metrics)
+    report["rounds"] = p.selftrain.rounds
+    report["seconds"] = round(time.time() - t0, 1)
+    # CPU time of this process: what the wall time would be on an unshared core
+    report["cpu_seconds"] = round(time.process_time() - c0, 1)
+
+    Path(out_model).parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(out_model) as tmp:
+        shutil.copyfile(weights, tmp)
+    split_of = {**{i: "train" for i in train}, **{i: "val" for i in val}}
+    manifest.write(out_dir / "labels.jsonl", (
+        {"id": i, "split": split_of[i], "origin": origins[i], "round": rounds_of[i],
+         "boxes": [[round(v, 2) for v in b] for b in (train.get(i) or val.get(i) or [])]}
+        for i in sorted(split_of)))
+    manifest.write(out_dir / "rejects.jsonl", rejects)
+    manifest.write(out_dir / "candidates.jsonl", candidates_all)
+    if metrics_path:
+        atomic.write_json(metrics_path, report)
+    return report

@@ -1,0 +1,169 @@
+"""train_detector and detect with real Ultralytics on a tiny drawn set (2 epochs at 64 px), under
+the network guard: training, review-gated self-training, prediction, the per-image cache, bad
+input, and the fast failure for weights that are not on disk."""
+
+import json
+import os
+import shutil
+import time
+from dataclasses import replace
+
+import pytest
+
+from spidergan import manifest
+from spidergan.detect import predict, train
+from spidergan.params import DetectParams, SelftrainParams
+
+from detect_toy import make_raw
+
+TINY = DetectParams(epochs=2, imgsz=64, batch=8, close_mosaic=1, labeled=10, val_fraction=0.2,
+                    conf=0.001, max_det=5, predict_batch=4,
+                    selftrain=SelftrainParams(rounds=1, accept_conf=0.001, unreviewed_conf=0.001,
+                                              epochs=1))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A trained tiny detector (round 0 only: nothing reviewed yet) and its outputs."""
+    root = tmp_path_factory.mktemp("detproj")
+    log = root / "netguard.log"
+    old = os.environ.get("SPIDERGAN_NETGUARD_LOG")
+    os.environ["SPIDERGAN_NETGUARD_LOG"] = str(log)
+    raw = make_raw(root / "raw", count=16, seed=2, size=(128, 96))
+    (root / "review").mkdir()
+    decisions = root / "review" / "decisions.jsonl"
+    decisions.write_text("")
+    kw = dict(source="synthetic", seed=0, raw_dir=raw, labels_dir=root / "labels",
+              decisions=decisions, out_model=root / "models/detector.pt", out_dir=root / "detector",
+              metrics_path=root / "metrics/train_detector.json", work_dir=root / "work")
+    t0 = time.time()
+    report = train.run(TINY, **kw)
+    report["_seconds"] = time.time() - t0
+    yield root, raw, kw, report, log
+    if old is None:
+        os.environ.pop("SPIDERGAN_NETGUARD_LOG", None)
+    else:
+        os.environ["SPIDERGAN_NETGUARD_LOG"] = old
+
+
+def _no_network(log):
+    assert not log.exists() or log.read_text() == "", log.read_text()
+
+
+def test_train_writes_model_labels_candidates_and_metrics(project):
+    root, raw, kw, report, log = project
+    assert (root / "models/detector.pt").stat().st_size > 10_000
+    m = json.loads((root / "metrics/train_detector.json").read_text())
+    for k in ("map50", "map50_95", "precision", "recall"):
+        assert 0.0 <= m[k] <= 1.0 and k in m["round_0"]
+    assert m["labels"] == {"images": 10, "boxes": m["labels"]["boxes"], "train": 8, "val": 2,
+                           "origin": "truth", "rejected": 0}
+    labels = manifest.read(root / "detector/labels.jsonl")
+    assert len(labels) == 10 and {r["split"] for r in labels} == {"train", "val"}
+    assert all(r["origin"] == "truth" and r["round"] == 0 for r in labels)
+    # nothing reviewed: candidates are proposed, none becomes a label, nothing is retrained
+    cands = manifest.read(root / "detector/candidates.jsonl")
+    labelled = {r["id"] for r in labels}
+    assert cands and all(c["image_id"] not in labelled and c["kind"] == "detection" for c in cands)
+    assert m["round_1"]["new_labels"] == 0 and m["round_1"]["undecided"] == len(cands)
+    assert m["round_1"]["retrained"] is False
+    # Ultralytics ran in the work folder, not in the working directory
+    assert (root / "work/runs").is_dir() and not os.path.exists("runs")
+    _no_network(log)
+
+
+def test_reviewed_candidates_become_labels_and_training_is_reused(project):
+    root, raw, kw, report, log = project
+    cands = manifest.read(root / "detector/candidates.jsonl")
+    first, second = sorted({c["image_id"] for c in cands})[:2]
+    with manifest.Appender(kw["decisions"]) as app:
+        for c in cands:
+            if c["image_id"] in (first, second):
+                app.append({"kind": "detection", "image_id": c["image_id"], "box": c["box"],
+                            "decision": "accept" if c["image_id"] == first else "reject", "ts": 1})
+    n_first = sum(c["image_id"] == first for c in cands)
+    t0 = time.time()
+    m = train.run(TINY, **kw)
+    assert m["round_0"]["reused"] is True          # the same first training is not redone
+    r1 = m["round_1"]
+    assert r1["new_label_images"] == 2 and r1["accepted"] == r1["new_labels"] == n_first
+    assert r1["rejected"] == sum(c["image_id"] == second for c in cands)
+    assert r1["retrained"] is True
+    labels = manifest.read_by_id(root / "detector/labels.jsonl")
+    assert labels[first]["origin"] == "review" and labels[first]["split"] == "train"
+    assert len(labels[first]["boxes"]) == n_first
+    assert labels[second]["boxes"] == []           # every proposal rejected: a negative example
+    assert time.time() - t0 < report["_seconds"] + 30
+    _no_network(log)
+
+
+def test_unreviewed_self_training_is_counted(project, tmp_path):
+    root, raw, kw, report, log = project
+    p = replace(TINY, selftrain=replace(TINY.selftrain, require_review=False))
+    kw = {**kw, "out_dir": tmp_path / "det", "out_model": tmp_path / "d.pt",
+          "metrics_path": tmp_path / "m.json"}
+    m = train.run(p, **kw)
+    assert m["round_1"]["unreviewed_taken"] > 0 and m["round_1"]["retrained"] is True
+    origins = {r["origin"] for r in manifest.read(tmp_path / "det/labels.jsonl")}
+    assert origins == {"truth", "unreviewed"}
+    _no_network(log)
+
+
+def test_detect_cache_new_images_and_bad_input(project, tmp_path):
+    root, raw, kw, report, log = project
+    raw2 = tmp_path / "raw"
+    shutil.copytree(raw, raw2)
+    recs = manifest.read(raw2 / "manifest.jsonl")
+    # a corrupt image and one whose file is gone: reported and skipped, not fatal
+    (raw2 / recs[0]["file"]).write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    (raw2 / recs[1]["file"]).unlink()
+    args = dict(raw_dir=raw2, model_path=root / "models/detector.pt", out=tmp_path / "det.jsonl",
+                cache_dir=tmp_path / "cache", labels_path=root / "detector/labels.jsonl",
+                metrics_path=tmp_path / "detect.json", failures_png=tmp_path / "failures.png")
+    c = predict.run(TINY, **args)
+    assert c["predicted"] == 15 and c["cached"] == 0
+    assert c["errors_by_reason"] == {"corrupt": 1, "missing": 1}
+    out = manifest.read(tmp_path / "det.jsonl")
+    assert [r["id"] for r in out] == [r["id"] for r in recs]
+    assert out[0]["status"] == "error" and out[1]["reason"] == "missing"
+    w, h = recs[5]["width"], recs[5]["height"]
+    for r in out[2:]:
+        assert r["status"] == "ok"
+        for b in r["boxes"]:
+            x0, y0, x1, y1 = b["box"]
+            assert -1 <= x0 < x1 <= w + 1 and -1 <= y0 < y1 <= h + 1 and b["cls"] == 0
+            assert 0.001 <= b["conf"] <= 1
+    labelled = set(manifest.read_by_id(root / "detector/labels.jsonl"))
+    assert c["heldout"]["images"] == len([r for r in out[2:] if r["id"] not in labelled])
+    assert (tmp_path / "failures.png").stat().st_size > 0
+
+    # nothing new: everything from the cache, the model is not even loaded
+    t0 = time.time()
+    again = predict.run(TINY, **args)
+    assert again["cached"] == 15 and again["predicted"] == 0 and time.time() - t0 < 5
+    assert manifest.read(tmp_path / "det.jsonl") == out
+
+    # one new raw image: only it runs
+    make_raw(tmp_path / "more", count=1, seed=9, size=(128, 96))
+    new = manifest.read(tmp_path / "more/manifest.jsonl")[0]
+    new["id"] = "newone"
+    shutil.copyfile(tmp_path / "more" / new["file"], raw2 / "images/newone.jpg")
+    new["file"] = "images/newone.jpg"
+    manifest.Appender(raw2 / "manifest.jsonl").append(new)
+    third = predict.run(TINY, **args)
+    assert third["predicted"] == 1 and third["cached"] == 15
+    # other params: a different cache entry, so everything predicts again
+    fourth = predict.run(replace(TINY, conf=0.5), **args)
+    assert fourth["predicted"] == 16
+    _no_network(log)
+
+
+def test_missing_weights_fail_fast_with_how_to(tmp_path):
+    t0 = time.time()
+    with pytest.raises(train.DetectorError) as e:
+        train.resolve_model("yolo11n.pt", root=tmp_path)
+    assert "yolo11n.pt" in str(e.value) and "curl" in str(e.value) and "yolo11n.yaml" in str(e.value)
+    with pytest.raises(train.DetectorError, match="neither"):
+        train.resolve_model("nosuchmodel.yaml", root=tmp_path)
+    assert time.time() - t0 < 10
+    assert train.resolve_model("yolo11n.yaml", root=tmp_path) == "yolo11n.yaml"
