@@ -290,8 +290,7 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
 
     # per-snapshot series
     series = [_series_row(metrics)]
-    if p.snapshots:
-        series = [_series_row(metrics)]  # the final checkpoint, scored above
+    if p.snapshots:  # the final checkpoint is scored above; add the run's other snapshots
         for nimg, path in snapshots(gan, state):
             if nimg == int(state.get("nimg", 0)):  # checkpoint.pt, or its copy in snapshots/
                 continue

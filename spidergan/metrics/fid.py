@@ -65,8 +65,16 @@ def fetch_allowed() -> bool:
                 or os.environ.get("SPIDERGAN_NETGUARD") == "1")
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when inside it (metrics files travel)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def missing_message(path: Path, why: str = "") -> str:
-    return (f"standard FID Inception weights missing: {path}{f' ({why})' if why else ''}; "
+    return (f"standard FID Inception weights missing: {_shown(path)}{f' ({why})' if why else ''}; "
             f"get them with `spidergan fetch-inception` (needs internet) or download "
             f"{WEIGHTS_URL} to that path")
 
