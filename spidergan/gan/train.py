@@ -471,6 +471,7 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
                        "sec_per_kimg": dt / (done / 1000), "img_per_s": done / max(dt, 1e-9)}
             if rt is not None:
                 metrics["rt"] = float(rt)
+                history["ada_rt"] = float(rt)
             if live is not None:
                 for k, v in metrics.items():
                     live.log_metric(k, v)
