@@ -6,6 +6,7 @@ draws from its own stream, so one process and two see exactly the same random nu
 """
 
 import json
+import os
 import sys
 
 import torch
@@ -30,6 +31,15 @@ def main() -> None:
             return G, D
 
         train.build_networks = quiet
+    if cfg.get("ada_signs"):
+        # D's verdicts on the reals, by index in the global batch: rank r sees r, r + world, ...
+        from spidergan.gan.augment import AdaController
+
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        signs = torch.tensor(cfg["ada_signs"], dtype=torch.float32)[rank::world]
+        accumulate = AdaController.accumulate
+        AdaController.accumulate = lambda self, logits: accumulate(
+            self, signs.reshape(logits.shape).to(logits))
     result = train.run(TrainParams(**cfg["params"]), cfg["seed"], dataset=cfg["dataset"],
                        out=cfg["out"], live_dir=None, metrics_path=None, progress=False)
     print("RESULT", json.dumps(result))
