@@ -8,7 +8,8 @@ memory is its own:
     bare  the same networks with only the two main losses (no augmentation, no regularisers,
           no EMA): the baseline measured alongside
 
-and prints seconds per kimg (the trainer's own figure, snapshots excluded), images per second,
+and prints seconds per kimg (the trainer's own figure: mean over its log ticks, the first tick
+and snapshots excluded), images per second,
 peak memory (RSS on CPU, max allocated on GPU), and full/bare as the ratio: the cost of
 everything StyleGAN2 + ADA adds on top of a plain GAN step (goal <= 1.5x).
 
@@ -21,7 +22,7 @@ A100, 21.6-24.2 on a V100). NVIDIA's code itself is not run here (it is not inst
 its custom CUDA extensions), so the "0.8 x NVIDIA on the same card" goal needs that run added
 by hand on the same machine.
 
-    --kimg K     length of each run (default 0.128 on CPU, 1 on GPU)
+    --kimg K     length of each run (default 0.256 on CPU, 1 on GPU)
     --res 32,64  resolutions on CPU
     --gpu-only   skip the CPU runs
 """
@@ -55,11 +56,13 @@ GOAL_S_PER_KIMG = 12.5
 
 
 def _child(cfg: dict) -> None:
+    # spidergan.gan first: it sets OpenMP's passive wait policy, which only acts before torch
+    # is imported (busy-waiting threads make shared CPUs many times slower)
+    from spidergan.gan import train  # noqa: I001
+    from spidergan import params
+
     import numpy as np
     import torch
-
-    from spidergan import params
-    from spidergan.gan import train
 
     p = params.load(ROOT / "params.yaml").train
     over = {"resolution": cfg["res"], "kimg": cfg["kimg"], "snap_kimg": cfg["kimg"],
@@ -107,9 +110,9 @@ def main() -> int:
     runs = [] if args.gpu_only else [(int(r), "cpu", {}) for r in args.res.split(",")]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for res, device, train_over in runs:
-        kimg = args.kimg or 0.128
+        kimg = args.kimg or 0.256
         r = {m: _measure({"res": res, "kimg": kimg, "device": device, "mode": m,
-                          "train": train_over}) for m in ("bare", "full")}
+                          "train": train_over}) for m in ("full", "bare")}
         f, b = r["full"], r["bare"]
         print(f"{res}px {device}: full {f['sec_per_kimg']:.1f} s/kimg ({f['img_per_s']:.1f} img/s, "
               f"peak RSS {f['peak_mib']:.0f} MiB); bare {b['sec_per_kimg']:.1f} s/kimg "
@@ -121,7 +124,7 @@ def main() -> int:
     card = torch.cuda.get_device_name(0)
     kimg = args.kimg or 1.0
     print(f"GPU: {card}, 256 px 'auto' config (batch 16, channel_base 16384, 2 mapping "
-          f"layers), {kimg} kimg per run, figure of the last log tick (compilation excluded)")
+          f"layers), {kimg} kimg per run, mean over the log ticks after the first (compilation excluded)")
     base = None
     for name, over in GPU_VARIANTS:
         try:

@@ -326,7 +326,7 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
     swd_reals = ds.sample(min(len(ds), 512), seed)
     live = _open_live(live_dir, resumed)
 
-    def snapshot(final: bool = False):
+    def snapshot():
         """Sample grid + SWD of G_ema; checkpoint (except at kimg 0). Rank 0 only."""
         nonlocal last_ckpt
         if not world.is_main:
@@ -373,6 +373,7 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
     # per-rank batch; otherwise each rank draws its own
     pl_shared = (p.batch // W) % p.pl_batch_shrink == 0
     rt = None
+    first_tick = True
     B = p.batch
     G.train()
     D.train()
@@ -443,7 +444,7 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
                 rt = stats["rt"]
         step += 1
         nimg += B
-        bar.update(B / 1000)
+        bar.update(nimg / 1000 - bar.n)  # exact, no float drift past the total
 
         is_snap = nimg >= next_snap or nimg >= total_nimg
         if is_snap or nimg >= next_tick:
@@ -475,8 +476,10 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
             if live is not None:
                 for k, v in metrics.items():
                     live.log_metric(k, v)
-            history["sec_per_kimg"] = metrics["sec_per_kimg"]
-            history["img_per_s"] = metrics["img_per_s"]
+            if not first_tick:  # the first tick of a process carries warm-up costs
+                history["timed_s"] = history.get("timed_s", 0.0) + dt
+                history["timed_nimg"] = history.get("timed_nimg", 0) + done
+            first_tick = False
             bar.set_postfix_str(f"p={cur_p:.3f} lossG={vals[0]:.2f} lossD={vals[1]:.2f}")
             sums.zero_()
             next_tick = (nimg // tick_nimg + 1) * tick_nimg
@@ -493,9 +496,12 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
         _preview(ds, p, final_p, seed, Path(live_dir) / "augment_preview.png")
     if live is not None:
         live.end()
+    timed_s, timed_nimg = history.get("timed_s", 0.0), history.get("timed_nimg", 0)
+    # mean over the run's log ticks (snapshots and each process's first tick excluded)
     result = {"kimg": nimg / 1000, "steps": step, "p": final_p,
               "swd_start": history.get("swd_start"), "swd_end": history.get("swd_last"),
-              "sec_per_kimg": history.get("sec_per_kimg"), "img_per_s": history.get("img_per_s"),
+              "sec_per_kimg": timed_s / (timed_nimg / 1000) if timed_nimg else None,
+              "img_per_s": timed_nimg / timed_s if timed_s else None,
               "device": device.type, "images": len(ds)}
     if metrics_path:
         atomic.write_json(metrics_path, result)
