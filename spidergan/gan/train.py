@@ -300,6 +300,8 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
             pipe.p.copy_(state["augment_p"])
         if ada is not None:
             ada.load_state_dict(state["ada"])
+            if not world.is_main:  # the saved partial statistic is rank 0's; counted once
+                ada.stats_tensor().zero_()
         step, nimg = int(state["step"]), int(state["nimg"])
         history = dict(state.get("history", {}))
         ckpt_mod.set_rng_state(state["rng"], device)
@@ -462,8 +464,9 @@ def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device,
             if bad != NOT_SEEN:
                 names = [n for n, v in zip(("G", "D", "R1", "path length"), vals)
                          if not math.isfinite(v)]
+                what = f"loss ({', '.join(names)})" if names else "weights"
                 raise NonFiniteLoss(
-                    f"train: non-finite loss ({', '.join(names) or 'weights'}) at step {bad} "
+                    f"train: non-finite {what} at step {bad} "
                     f"(kimg {bad * B / 1000:.3f}); stopped instead of training on. Last good "
                     f"checkpoint: {last_ckpt or 'none written yet'}. Lower the learning rates, "
                     f"set train.conv_clamp, or use train.precision: fp32.")
