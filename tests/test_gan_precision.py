@@ -34,9 +34,10 @@ def test_demodulation_and_minibatch_std_in_fp32_under_autocast():
     torch.testing.assert_close(y[:, -1].float(), exact, atol=2e-3, rtol=2e-2)
 
 
-def test_bf16_run_trains_and_checkpoints_fp32(tmp_path):
+def test_bf16_channels_last_run_trains_and_checkpoints_fp32(tmp_path):
     ds = make_dataset(tmp_path, resolution=16, n=12)
-    r = train.run(tiny(precision="bf16", kimg=0.016), 0, dataset=ds, out=tmp_path / "o",
+    r = train.run(tiny(precision="bf16", channels_last=True, kimg=0.016), 0, dataset=ds,
+                  out=tmp_path / "o",
                   live_dir=None, metrics_path=None, progress=False)
     assert r["steps"] == 4
     state = ckpt_mod.load(tmp_path / "o" / train.CHECKPOINT_NAME)
