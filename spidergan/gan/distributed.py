@@ -102,9 +102,24 @@ def differentiable_mean(x: torch.Tensor, world: World) -> torch.Tensor:
     (the path-length running mean is a function of the whole global batch)."""
     if not world.active:
         return x
-    from torch.distributed.nn.functional import all_reduce
+    return _AllReduceSum.apply(x) / world.size
 
-    return all_reduce(x) / world.size
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum is the sum of the ranks' output gradients.
+    (torch.distributed.nn.functional.all_reduce does the same but is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.clone()
+        dist.all_reduce(g)
+        return g
 
 
 def broadcast_module_(module: torch.nn.Module, world: World) -> None:
