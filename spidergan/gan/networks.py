@@ -224,7 +224,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     c_out, _, kh, kw = weight.shape
     # styles come out of an autocast Linear as bf16; demodulation (a sum of squares and an
     # rsqrt over up to 512 * 9 terms) is done in fp32, only the convolution runs in bf16
-    styles = styles.float()
+    styles = styles.to(torch.promote_types(styles.dtype, torch.float32))
     if not fused:
         x = x * styles.reshape(n, c_in, 1, 1)
         if up:
@@ -473,7 +473,8 @@ class MinibatchStdLayer(nn.Module):
         while n % g:
             g -= 1
         f = self.num_channels
-        y = x.float().reshape(g, -1, f, c // f, h, w)  # a normalisation: fp32 under autocast
+        y = x.to(torch.promote_types(x.dtype, torch.float32))  # a normalisation: at least fp32
+        y = y.reshape(g, -1, f, c // f, h, w)
         y = (y - y.mean(dim=0)).square().mean(dim=0)
         y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])  # [N/G, F]
         y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
