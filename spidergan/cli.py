@@ -8,6 +8,7 @@ registering it in `build_parser`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from spidergan import env, params
@@ -153,7 +154,8 @@ def _cmd_train(args) -> int:
     p = _load(args)
     result = train.run(p.train, seed=p.seed, dataset=args.dataset, out=args.out,
                        live_dir=args.live, metrics_path=args.metrics)
-    print(" ".join(f"{k}={v}" for k, v in result.items()))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(" ".join(f"{k}={v}" for k, v in result.items()))
     return 0
 
 

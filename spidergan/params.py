@@ -284,6 +284,15 @@ class TrainParams:
     grid: int = param(6, ge=1, le=32, doc="sample grid is grid x grid images")
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     threads: int = param(0, ge=0, doc="torch CPU threads; 0 = all cores")
+    precision: str = param("auto", choices=("auto", "fp32", "bf16"),
+                           doc="bf16 autocast for G and D main passes (demodulation, minibatch "
+                               "std, losses, R1 and path length stay fp32); auto = bf16 on "
+                               "CUDA cards that support it, fp32 otherwise")
+    compile: bool = param(False, doc="torch.compile G and D for the main losses (CUDA)")
+    tf32: bool = param(True, doc="TF32 matmuls and convolutions on Ampere+ GPUs")
+    channels_last: bool = param(False, doc="D and the real images in channels-last layout")
+    gpu_data_mib: int = param(4096, ge=0, doc="keep the packed dataset in GPU memory when it "
+                                              "is at most this big (else pinned host memory)")
 
     def validate(self):
         if self.resolution & (self.resolution - 1):

@@ -354,8 +354,10 @@ class AdaController:
         """Add one batch of D's logits on real images (any shape; detached)."""
         lg = real_logits.detach().float()
         batch = torch.stack([torch.sign(lg).sum(), torch.full((), float(lg.numel()), device=lg.device)])
-        if self._stats is None or self._stats.device != lg.device:
+        if self._stats is None:
             self._stats = torch.zeros(2, device=lg.device, dtype=torch.float64)
+        elif self._stats.device != lg.device:  # e.g. restored on the CPU, training on CUDA
+            self._stats = self._stats.to(lg.device)
         self._stats += batch.double()
 
     def stats_tensor(self) -> torch.Tensor:

@@ -145,18 +145,54 @@ class ImageDataset:
             self._perm_cache = (epoch, np.random.default_rng([seed, epoch]).permutation(len(self)))
         return self._perm_cache[1]
 
-    def batch(self, step: int, batch_size: int, seed: int, mirror: bool) -> torch.Tensor:
+    def to_device(self, device: torch.device, max_mib: int) -> str:
+        """Decode once: keep the whole uint8 array on `device` when it fits in `max_mib`
+        (batches are then gathered and converted on the GPU, the host only computes indices),
+        else in pinned host memory (copied asynchronously). Returns where it went."""
+        if device.type != "cuda":
+            return "host (memory-mapped)"
+        nbytes = self.images.size
+        arr = torch.from_numpy(np.ascontiguousarray(self.images))
+        if nbytes <= max_mib * 2**20:
+            self._resident = arr.to(device)
+            return f"{device} ({nbytes / 2**20:.0f} MiB)"
+        self._resident = arr.pin_memory()
+        return f"pinned host memory ({nbytes / 2**20:.0f} MiB)"
+
+    def batch(self, step: int, batch_size: int, seed: int, mirror: bool, rank: int = 0,
+              world: int = 1, device: torch.device | None = None) -> torch.Tensor:
+        """Step `step`'s batch of `batch_size` images (the global batch), or with `world` > 1
+        rank `rank`'s share of it: samples rank, rank + world, ... (strided, so that the
+        minibatch-std groups of `batch_size / world` images per rank are the groups one
+        process would form over the whole batch when the group size is the per-rank batch)."""
         n = len(self)
-        idx = []
         start = step * batch_size
-        for k in range(start, start + batch_size):
-            idx.append(int(self._perm(seed, k // n)[k % n]))
-        x = torch.from_numpy(np.ascontiguousarray(self.images[idx])).permute(0, 3, 1, 2)
-        x = x.float() / 127.5 - 1.0
+        ks = range(start + rank, start + batch_size, world)
+        idx = [int(self._perm(seed, k // n)[k % n]) for k in ks]
+        flips = None
         if mirror:
-            flips = np.random.default_rng([seed, step, 1]).random(batch_size) < 0.5
-            x[torch.from_numpy(flips)] = x[torch.from_numpy(flips)].flip(3)
-        return x
+            flips = np.random.default_rng([seed, step, 1]).random(batch_size)[rank::world] < 0.5
+        resident = getattr(self, "_resident", None)
+        if resident is not None and device is not None:
+            if resident.device.type == "cuda":
+                # pinned source: the copy is queued, the host does not wait for the GPU
+                u8 = resident[torch.as_tensor(idx).pin_memory().to(resident.device,
+                                                                   non_blocking=True)]
+            else:
+                u8 = resident[torch.as_tensor(idx)].pin_memory().to(device, non_blocking=True)
+        else:
+            u8 = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
+            if device is not None:
+                u8 = u8.to(device)
+        # NHWC uint8 -> NCHW float: the permuted view is channels-last in memory
+        x = u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if flips is not None:
+            f = torch.from_numpy(flips)
+            if x.device.type == "cuda":
+                f = f.pin_memory().to(x.device, non_blocking=True)
+            f = f.reshape(-1, 1, 1, 1)
+            x = torch.where(f, x.flip(3), x)  # no boolean indexing: no host sync
+        return x.contiguous()
 
     def sample(self, count: int, seed: int) -> torch.Tensor:
         """A fixed, seeded set of images (grids, SWD reference)."""

@@ -26,6 +26,8 @@ class StyleGAN2Loss:
         self.pl_weight, self.pl_batch_shrink, self.pl_decay = pl_weight, pl_batch_shrink, pl_decay
         dev = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=dev)
+        # mean of the path lengths over the whole (multi-process) batch; train.py sets it
+        self.batch_mean = lambda x: x
 
     # ------------------------------------------------------------------ helpers
     def run_G(self, z: torch.Tensor, update_w_avg: bool = True):
@@ -53,14 +55,19 @@ class StyleGAN2Loss:
         logits = self.run_D(img)
         return F.softplus(-logits).mean()  # non-saturating: -log sigmoid(D(G(z)))
 
-    def g_pl(self, z: torch.Tensor, gain: float) -> torch.Tensor:
-        """Path-length regulariser: |J^T y| should stay near its running mean (StyleGAN2 3.2)."""
+    def g_pl(self, z: torch.Tensor, gain: float, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Path-length regulariser: |J^T y| should stay near its running mean (StyleGAN2 3.2).
+
+        `noise`: the random image-space directions y (shape of the images of z[:n]); drawn
+        here when not given (train.py passes its slice of a batch-wide draw)."""
         n = max(z.shape[0] // self.pl_batch_shrink, 1)
         img, ws = self.run_G(z[:n])
-        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        if noise is None or noise.shape != img.shape:
+            noise = torch.randn_like(img)
+        noise = noise / math.sqrt(img.shape[2] * img.shape[3])
         grads, = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grads.square().sum(2).mean(1).sqrt()
-        pl_mean = self.pl_mean.lerp(lengths.mean(), self.pl_decay)
+        pl_mean = self.pl_mean.lerp(self.batch_mean(lengths.mean()), self.pl_decay)
         self.pl_mean = pl_mean.detach()
         penalty = (lengths - pl_mean).square()
         # the 0 * img term keeps every synthesis parameter in the graph

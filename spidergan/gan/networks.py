@@ -222,6 +222,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     """
     n, c_in, h, w_ = x.shape
     c_out, _, kh, kw = weight.shape
+    # styles come out of an autocast Linear as bf16; demodulation (a sum of squares and an
+    # rsqrt over up to 512 * 9 terms) is done in fp32, only the convolution runs in bf16
+    styles = styles.to(torch.promote_types(styles.dtype, torch.float32))
     if not fused:
         x = x * styles.reshape(n, c_in, 1, 1)
         if up:
@@ -470,11 +473,12 @@ class MinibatchStdLayer(nn.Module):
         while n % g:
             g -= 1
         f = self.num_channels
-        y = x.reshape(g, -1, f, c // f, h, w)
+        y = x.to(torch.promote_types(x.dtype, torch.float32))  # a normalisation: at least fp32
+        y = y.reshape(g, -1, f, c // f, h, w)
         y = (y - y.mean(dim=0)).square().mean(dim=0)
         y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])  # [N/G, F]
         y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
-        return torch.cat([x, y], dim=1)
+        return torch.cat([x, y.to(x.dtype)], dim=1)
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}, num_channels={self.num_channels}"

@@ -13,10 +13,22 @@ A run whose output folder has a checkpoint resumes from it (kimg, p, optimisers,
 when the parameters match (see checkpoint.py); a finished run re-run with a larger
 `train.kimg` continues. Nothing in the inner loop reads values back from the device except at
 log ticks and snapshots.
+
+Several processes (GPUs, machines): launch with torchrun (see distributed.py, docs/gpu.md).
+The global batch `train.batch` is split across the ranks, gradients and the ADA statistic are
+averaged across them, and only rank 0 writes checkpoints, grids, logs and metrics. Random
+latents (and the path-length directions) are drawn for the whole global batch from a stream
+seeded by (seed, step) and each rank takes its share, so one process and N processes see the
+same latents; each rank's other randomness (augmentation, synthesis noise) is its own.
+
+Non-finite losses: every step folds "were all losses finite" into a device flag (no host
+sync); the flag is read at each log tick, and always before a checkpoint is written, so a
+NaN stops the run within one tick, naming the step, and never reaches a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -32,6 +44,7 @@ from tqdm import tqdm
 from spidergan import atomic
 from spidergan.gan import augment as augment_mod
 from spidergan.gan import checkpoint as ckpt_mod
+from spidergan.gan import distributed as dist_mod
 from spidergan.gan.dataset import ImageDataset
 from spidergan.gan.loss import StyleGAN2Loss
 from spidergan.gan.networks import Discriminator, Generator
@@ -48,12 +61,46 @@ SWD_DIRECTIONS = 128  # costing about a second, not the paper's 2M descriptors x
 
 
 # --------------------------------------------------------------------------- construction
-def pick_device(name: str) -> torch.device:
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is available")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def use_bf16(p: TrainParams, device: torch.device) -> bool:
+    if p.precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return p.precision == "bf16"
+
+
+def configure_backends(p: TrainParams, device: torch.device) -> None:
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = p.tf32
+    torch.backends.cudnn.allow_tf32 = p.tf32
+    torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms
+
+
+def fast_modules(G, D, compile_: bool):
+    """G (as .mapping / .synthesis / .parameters) and D for the main losses: torch.compile'd
+    when asked. The regularisers keep the eager modules, because compiled graphs do not
+    support the double backward of R1 and path length."""
+    if not compile_:
+        return G, D
+    import types
+
+    g = types.SimpleNamespace(mapping=torch.compile(G.mapping),
+                              synthesis=torch.compile(G.synthesis), parameters=G.parameters)
+    return g, torch.compile(D)
 
 
 def build_networks(p: TrainParams, device: torch.device):
@@ -162,12 +209,30 @@ def seeded_z(seeds, z_dim: int) -> torch.Tensor:
 def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
         out: str | Path = "models/gan", live_dir: str | Path | None = "plots/train",
         metrics_path: str | Path | None = "metrics/train.json", progress: bool = True) -> dict:
-    """Train (or resume) according to `p`; returns the final metrics."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Train (or resume) according to `p`; returns the final metrics (on every rank)."""
+    world = dist_mod.from_env()
+    if p.batch % world.size:
+        raise ValueError(f"train.batch={p.batch} cannot be split over {world.size} processes: "
+                         f"use a multiple of the number of processes")
     if p.threads:
         torch.set_num_threads(p.threads)
-    device = pick_device(p.device)
+    device = pick_device(p.device, world.local_rank)
+    dist_mod.init(world, device)
+    try:
+        return _run(p, seed, world, device, dataset, out,
+                    live_dir if world.is_main else None,
+                    metrics_path if world.is_main else None, progress and world.is_main)
+    finally:
+        dist_mod.shutdown(world)
+
+
+def _run(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device, dataset, out,
+         live_dir, metrics_path, progress: bool) -> dict:
+    out = Path(out)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    configure_backends(p, device)
+    bf16 = use_bf16(p, device)
     ds = ImageDataset(dataset)
     if ds.resolution != p.resolution:
         raise ValueError(f"{dataset} holds {ds.resolution}px images but train.resolution is "
@@ -177,6 +242,10 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
 
     torch.manual_seed(seed)
     G, D = build_networks(p, device)
+    dist_mod.broadcast_module_(G, world)
+    dist_mod.broadcast_module_(D, world)
+    if p.channels_last:
+        D = D.to(memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval()
     for prm in G_ema.parameters():
         prm.requires_grad_(False)
@@ -192,6 +261,14 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
                          pl_weight=p.pl_weight, pl_batch_shrink=p.pl_batch_shrink)
     opt_G = lazy_adam(g_params, p.lr_g, p.pl_interval, p.pl_weight > 0)
     opt_D = lazy_adam(d_trainable, p.lr_d, p.r1_interval, p.r1_gamma > 0)
+    if world.active:
+        loss.batch_mean = lambda x: dist_mod.differentiable_mean(x, world)
+    fG, fD = fast_modules(G, D, p.compile)
+    main_loss = loss if (fG is G and fD is D) else StyleGAN2Loss(
+        fG, fD, pipe, style_mixing=p.style_mixing, r1_gamma=p.r1_gamma,
+        pl_weight=p.pl_weight, pl_batch_shrink=p.pl_batch_shrink)
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else \
+        contextlib.nullcontext
 
     step, nimg = 0, 0
     history: dict = {}
@@ -204,8 +281,12 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
             if p.on_mismatch != "restart":
                 raise
             aside = out / "checkpoint-previous.pt"
-            os.replace(ckpt_path, aside)
-            print(f"train: {e}\ntrain: on_mismatch=restart: moved it to {aside}, starting afresh")
+            if world.active:
+                torch.distributed.barrier()  # every rank has read it before it moves
+            if world.is_main:
+                os.replace(ckpt_path, aside)
+                print(f"train: {e}\ntrain: on_mismatch=restart: moved it to {aside}, "
+                      f"starting afresh")
             state = None
     resumed = state is not None
     if resumed:
@@ -219,13 +300,26 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
             pipe.p.copy_(state["augment_p"])
         if ada is not None:
             ada.load_state_dict(state["ada"])
+            if not world.is_main:  # the saved partial statistic is rank 0's; counted once
+                ada.stats_tensor().zero_()
         step, nimg = int(state["step"]), int(state["nimg"])
         history = dict(state.get("history", {}))
         ckpt_mod.set_rng_state(state["rng"], device)
+        if not world.is_main:
+            torch.manual_seed(dist_mod.rank_seed(seed, world.rank, step))
         print(f"train: resuming {ckpt_path} at kimg {nimg / 1000:.3f} (step {step}), "
               f"p={float(pipe.p) if pipe is not None else 0.0:.3f}")
-    elif p.resume_from:
-        _transfer(p, G, D, G_ema, device)
+    else:
+        if p.resume_from:
+            _transfer(p, G, D, G_ema, device)
+        if not world.is_main:
+            torch.manual_seed(dist_mod.rank_seed(seed, world.rank, 0))
+    last_ckpt = f"{ckpt_path} (kimg {nimg / 1000:.3f}, step {step})" if resumed else None
+    where = ds.to_device(device, p.gpu_data_mib)
+    if world.is_main:
+        print(f"train: {world.size} process(es), {device}, "
+              f"{'bf16' if bf16 else 'fp32'}{', compiled' if p.compile else ''}, "
+              f"batch {p.batch} ({p.batch // world.size} per process), dataset in {where}")
 
     total_nimg = int(round(p.kimg * 1000))
     snap_nimg = max(int(round(p.snap_kimg * 1000)), p.batch)
@@ -235,7 +329,10 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
     live = _open_live(live_dir, resumed)
 
     def snapshot():
-        """Sample grid + SWD of G_ema; checkpoint (except at kimg 0)."""
+        """Sample grid + SWD of G_ema; checkpoint (except at kimg 0). Rank 0 only."""
+        nonlocal last_ckpt
+        if not world.is_main:
+            return None
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             imgs = generate_images(G_ema, grid_z)
             fakes = generate_images(G_ema, seeded_z(range(10_000, 10_000 + len(swd_reals)),
@@ -255,6 +352,7 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
         if nimg > 0:
             ckpt_mod.save(ckpt_path, _state(p, params_rec, seed, data_sha, G, D, G_ema, opt_G,
                                             opt_D, loss, pipe, ada, step, nimg, history, device))
+            last_ckpt = f"{ckpt_path} (kimg {nimg / 1000:.3f}, step {step})"
         if p.keep_snapshots:  # G_ema alone: what `evaluate.snapshots` scores per kimg
             ckpt_mod.save(out / "snapshots" / f"kimg{nimg / 1000:09.3f}.pt",
                           {"params": params_rec, "seed": seed, "dataset_sha256": data_sha,
@@ -272,28 +370,49 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
     # uninterrupted one would have
     next_tick = (nimg // tick_nimg + 1) * tick_nimg
     next_snap = (nimg // snap_nimg + 1) * snap_nimg
+    # step of the first non-finite loss (NOT_SEEN: none), kept on the device
+    NOT_SEEN = 2**62
+    first_bad = torch.full([], NOT_SEEN, dtype=torch.int64, device=device)
+    step_gen = torch.Generator(device=device)
+    rank, W = world.rank, world.size
+    pl_n = max(p.batch // p.pl_batch_shrink, 1)
+    # the batch-wide path-length directions split evenly only when the shrink divides the
+    # per-rank batch; otherwise each rank draws its own
+    pl_shared = (p.batch // W) % p.pl_batch_shrink == 0
     rt = None
     first_tick = True
     B = p.batch
     G.train()
     D.train()
     while nimg < total_nimg:
-        real = ds.batch(step, B, seed, p.mirror).to(device)
-        z = torch.randn(4, B, p.z_dim, device=device)
+        real = ds.batch(step, B, seed, p.mirror, rank=rank, world=W, device=device)
+        if p.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        step_gen.manual_seed(dist_mod.rank_seed(seed, 0, step) + 1)
+        z = torch.randn(4, B, p.z_dim, device=device, generator=step_gen)[:, rank::W]
+        step_losses = []
 
         # G main
         D.requires_grad_(False)
         G.requires_grad_(True)
         opt_G.zero_grad(set_to_none=True)
-        lg = loss.g_main(z[0])
+        with amp():
+            lg = main_loss.g_main(z[0])
         lg.backward()
+        dist_mod.average_grads(g_params, world)
         opt_G.step()
-        sums[0] += lg.detach()
+        step_losses.append(lg.detach())
         if p.pl_weight > 0 and step % p.pl_interval == 0:
             opt_G.zero_grad(set_to_none=True)
-            lpl = loss.g_pl(z[1], gain=p.pl_interval)
+            pl_noise = None
+            if pl_shared:
+                pl_noise = torch.randn(pl_n, G.img_channels, p.resolution, p.resolution,
+                                       device=device, generator=step_gen)[rank::W]
+            lpl = loss.g_pl(z[1], gain=p.pl_interval, noise=pl_noise)  # fp32: double backward
             lpl.backward()
+            dist_mod.average_grads(g_params, world)
             opt_G.step()
+            step_losses.append(lpl.detach())
             sums[3] += lpl.detach()
 
         # D main
@@ -301,21 +420,32 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
         for prm in d_trainable:
             prm.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
-        ld, real_logits, _ = loss.d_main(z[2], real)
+        with amp():
+            ld, real_logits, _ = main_loss.d_main(z[2], real)
         ld.backward()
+        dist_mod.average_grads(d_trainable, world)
         opt_D.step()
-        sums[1] += ld.detach()
+        step_losses.append(ld.detach())
         if ada is not None:
             ada.accumulate(real_logits)
         if p.r1_gamma > 0 and step % p.r1_interval == 0:
             opt_D.zero_grad(set_to_none=True)
-            lr1 = loss.d_r1(real, gain=p.r1_interval)
+            lr1 = loss.d_r1(real, gain=p.r1_interval)  # fp32: R1 is a gradient penalty
             lr1.backward()
+            dist_mod.average_grads(d_trainable, world)
             opt_D.step()
+            step_losses.append(lr1.detach())
             sums[2] += lr1.detach()
+        sums[0] += lg.detach()
+        sums[1] += ld.detach()
+        finite = torch.isfinite(torch.stack(step_losses).float()).all()
+        first_bad = torch.where(finite, first_bad, first_bad.clamp(max=step))
 
-        update_ema(G_ema, G, nimg, B, p.ema_kimg, p.ema_rampup)
+        if world.is_main:  # only rank 0 samples and saves G_ema
+            update_ema(G_ema, G, nimg, B, p.ema_kimg, p.ema_rampup)
         if ada is not None:
+            if world.active and (step + 1) % ada.interval == 0:
+                dist_mod.all_reduce_sum_(ada.stats_tensor(), world)
             stats = ada.step(pipe, B, step)
             if stats is not None:
                 rt = stats["rt"]
@@ -330,12 +460,27 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
             dt = time.time() - tick_start_time
             done = max(nimg - tick_start_nimg, 1)
             n_steps = max(done // B, 1)
-            vals = (sums / n_steps).tolist()
+            dist_mod.all_reduce_sum_(sums, world)
+            dist_mod.all_reduce_min_(first_bad, world)
+            vals = (sums / (n_steps * W)).tolist()
+            bad = int(first_bad)
+            if bad == NOT_SEEN and is_snap and not all_finite(G, D):
+                bad = step - 1
+            if bad != NOT_SEEN:
+                names = [n for n, v in zip(("G", "D", "R1", "path length"), vals)
+                         if not math.isfinite(v)]
+                what = f"loss ({', '.join(names)})" if names else "weights"
+                raise NonFiniteLoss(
+                    f"train: non-finite {what} at step {bad} "
+                    f"(kimg {bad * B / 1000:.3f}); stopped instead of training on. Last good "
+                    f"checkpoint: {last_ckpt or 'none written yet'}. Lower the learning rates, "
+                    f"set train.conv_clamp, or use train.precision: fp32.")
             cur_p = float(pipe.p) if pipe is not None else 0.0
             metrics = {"loss_G": vals[0], "loss_D": vals[1], "p": cur_p,
                        "sec_per_kimg": dt / (done / 1000), "img_per_s": done / max(dt, 1e-9)}
             if rt is not None:
                 metrics["rt"] = float(rt)
+                history["ada_rt"] = float(rt)
             if live is not None:
                 for k, v in metrics.items():
                     live.log_metric(k, v)
@@ -369,6 +514,12 @@ def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
     if metrics_path:
         atomic.write_json(metrics_path, result)
     return result
+
+
+def all_finite(*modules) -> bool:
+    """Every parameter finite (one host sync; called only before a checkpoint is written)."""
+    flags = [torch.isfinite(prm).all() for m in modules for prm in m.parameters()]
+    return bool(torch.stack(flags).all())
 
 
 def _state(p, params_rec, seed, data_sha, G, D, G_ema, opt_G, opt_D, loss, pipe, ada, step,
