@@ -18,6 +18,9 @@ from conftest import ROOT, venv_env
 # Overrides that keep every stage real but small.
 TINY = {
     "scrape": {"synthetic": {"count": 24}},
+    # A detector trained 1 epoch at 64 px finds no spider to crop: here the crops come from the
+    # synthetic ground truth (the detector still trains, predicts and scores the fakes).
+    "crop": {"boxes": "truth"},
     "detect": {"epochs": 1, "imgsz": 64, "labeled": 10, "close_mosaic": 0,
                "selftrain": {"rounds": 0}},
     "dataset": {"holdout": 4},
@@ -73,40 +76,6 @@ def _dvc(args, repo_env, **kw):
     return _run([str(Path(sys.executable).parent / "dvc"), *args], dst, e, **kw)
 
 
-@pytest.mark.slow
-def test_repro_then_experiment(repo, netguard_log):
-    dst, _ = repo
-    _dvc(["repro"], repo)
-
-    raw = [json.loads(x) for x in (dst / "data/raw/manifest.jsonl").read_text().splitlines()]
-    n = TINY["scrape"]["synthetic"]["count"]
-    assert len(raw) == n
-    for r in raw:
-        assert (dst / "data/raw" / r["file"]).is_file()
-        assert r["source"] == "synthetic" and r["width"] >= 256 and len(r["sha256"]) == 64
-    truth = [json.loads(x) for x in (dst / "data/raw/truth.jsonl").read_text().splitlines()]
-    assert {t["id"] for t in truth} == {r["id"] for r in raw}
-    assert json.loads((dst / "metrics/scrape.json").read_text())["images"] == n
-
-    # nothing changed: nothing re-runs
-    again = _dvc(["repro"], repo)
-    assert "didn't change" in again.stdout or "up to date" in again.stdout.lower(), again.stdout
-
-    # a typo in -S must stop the run, naming the key, never run on the default
-    bad = _dvc(["exp", "run", "-S", "scrape.synthetic.cont=5"], repo, check=False)
-    assert bad.returncode != 0
-    assert "scrape.synthetic.cont" in bad.stdout + bad.stderr
-    _run(["git", "checkout", "--", "params.yaml"], dst, repo[1])
-
-    _dvc(["exp", "run", "-n", "more", "-S", f"scrape.synthetic.count={n + 6}"], repo)
-    assert len((dst / "data/raw/manifest.jsonl").read_text().splitlines()) == n + 6
-    show = json.loads(_dvc(["exp", "show", "--json"], repo).stdout)
-    exps = [e for rev in show for e in (rev.get("experiments") or [])]
-    names = {e.get("name") for e in exps}
-    assert "more" in names, names
-    assert netguard_log.read_text() == "" if netguard_log.exists() else True
-
-
 # Keys metrics/evaluate.json always has; the Inception ones need weights a fresh clone lacks.
 EVAL_KEYS = ("swd", "memorization_rate", "copy_ratio", "authenticity", "memorization_space",
              "num_fakes", "num_train", "num_holdout", "kimg")
@@ -127,17 +96,34 @@ def _exp_metrics(show: list) -> dict:
 
 
 @pytest.mark.slow
-def test_evaluate_experiment_loop(repo, netguard_log):
-    """The user's loop: repro, two experiments, exp show, metrics diff, plots diff."""
+def test_repro_and_experiment_loop(repo, netguard_log):
+    """The user's loop: repro, no-op repro, a typo refused, experiments, exp show, metrics diff,
+    plots diff."""
     dst, e = repo
-    # The tiny detector (1 epoch at 64 px) finds no spider to crop; the crops come from the
-    # synthetic ground truth here (the detector still trains and still scores the fakes).
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["crop"]["boxes"] = "truth"
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "commit", "-qam", "crop from ground truth"], dst, e)
     stages = yaml.safe_load((dst / "dvc.yaml").read_text())["stages"]
     _dvc(["repro"], repo)
+
+    raw = [json.loads(x) for x in (dst / "data/raw/manifest.jsonl").read_text().splitlines()]
+    n = TINY["scrape"]["synthetic"]["count"]
+    assert len(raw) == n
+    for r in raw:
+        assert (dst / "data/raw" / r["file"]).is_file()
+        assert r["source"] == "synthetic" and r["width"] >= 256 and len(r["sha256"]) == 64
+    truth = [json.loads(x) for x in (dst / "data/raw/truth.jsonl").read_text().splitlines()]
+    assert {t["id"] for t in truth} == {r["id"] for r in raw}
+    assert json.loads((dst / "metrics/scrape.json").read_text())["images"] == n
+    for stage in stages:  # every stage ran and left its lock entry
+        assert stage in yaml.safe_load((dst / "dvc.lock").read_text())["stages"], stage
+
+    # nothing changed: nothing re-runs
+    again = _dvc(["repro"], repo)
+    assert "didn't change" in again.stdout or "up to date" in again.stdout.lower(), again.stdout
+
+    # a typo in -S must stop the run, naming the key, never run on the default
+    bad = _dvc(["exp", "run", "-S", "train.aug_pob=0.5"], repo, check=False)
+    assert bad.returncode != 0
+    assert "train.aug_pob" in bad.stdout + bad.stderr
+    _run(["git", "checkout", "--", "params.yaml"], dst, e)
     base = json.loads((dst / "metrics/evaluate.json").read_text())
     for k in EVAL_KEYS:
         assert k in base, k
@@ -156,8 +142,10 @@ def test_evaluate_experiment_loop(repo, netguard_log):
     _dvc(["exp", "run", "-n", "aug", "-S", "train.aug_prob=0.5"], repo)
     size = max(2, base["num_train"] // 2)
     _dvc(["exp", "run", "-n", "small", "-S", f"dataset.size={size}"], repo)
+    _dvc(["exp", "run", "-n", "more", "-S", f"scrape.synthetic.count={n + 6}"], repo)
+    assert len((dst / "data/raw/manifest.jsonl").read_text().splitlines()) == n + 6
     exps = _exp_metrics(json.loads(_dvc(["exp", "show", "--json"], repo).stdout))
-    assert {"aug", "small"} <= set(exps), exps.keys()
+    assert {"aug", "small", "more"} <= set(exps), exps.keys()
     for name in ("aug", "small"):
         for k in EVAL_KEYS:
             assert k in exps[name], (name, k)
