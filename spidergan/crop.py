@@ -35,6 +35,7 @@ from tqdm import tqdm
 from spidergan import atomic, images, manifest, params
 from spidergan.review import decisions as review_decisions
 from spidergan.params import CropParams
+from spidergan.boxes import iou
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,6 @@ def square_around(box, margin: float) -> tuple[int, int, int, int]:
     sx = int(math.floor((x0 + x1) / 2 - side / 2 + 0.5))
     sy = int(math.floor((y0 + y1) / 2 - side / 2 + 0.5))
     return sx, sy, sx + side, sy + side
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def nms(boxes: list, confs: list, iou_max: float) -> list[int]:

@@ -44,6 +44,22 @@ def _open(src) -> Image.Image:
         raise ImageRejected("not_an_image", str(e)) from None
 
 
+def _open_checked(src, max_pixels: int) -> Image.Image:
+    """Open (not decode) `src`: path, bytes or file object; size checked against `max_pixels`."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        src = io.BytesIO(bytes(src))
+    elif isinstance(src, (str, Path)) and not Path(src).is_file():
+        raise ImageRejected("missing", str(src))
+    im = _open(src)
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise ImageRejected("corrupt", f"size {w}x{h}")
+    # checked before decoding: a header may claim 40000x40000 in a 100-byte file
+    if w * h > max_pixels:
+        raise ImageRejected("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
+    return im
+
+
 def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
     """8-bit RGB from any PIL mode; transparency is flattened onto `background`."""
     if im.mode == "RGB":
@@ -69,17 +85,7 @@ def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
 def load_rgb(src, *, min_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
              exif: bool = True) -> Image.Image:
     """Decode `src` (path, bytes or file object) fully into an RGB image, or raise ImageRejected."""
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        src = io.BytesIO(bytes(src))
-    elif isinstance(src, (str, Path)) and not Path(src).is_file():
-        raise ImageRejected("missing", str(src))
-    im = _open(src)
-    w, h = im.size
-    if w <= 0 or h <= 0:
-        raise ImageRejected("corrupt", f"size {w}x{h}")
-    # checked before decoding: a header may claim 40000x40000 in a 100-byte file
-    if w * h > max_pixels:
-        raise ImageRejected("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
+    im = _open_checked(src, max_pixels)
     try:
         im.load()
         if exif:
@@ -105,16 +111,7 @@ def load_gray(src, *, draft: tuple[int, int] | None = None, max_pixels: int = DE
     at a reduced DCT scale (1/2, 1/4 or 1/8, staying at least `draft` large) straight to
     grayscale, which skips most of the decoding work; the pixels then differ slightly.
     """
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        src = io.BytesIO(bytes(src))
-    elif isinstance(src, (str, Path)) and not Path(src).is_file():
-        raise ImageRejected("missing", str(src))
-    im = _open(src)
-    w, h = im.size
-    if w <= 0 or h <= 0:
-        raise ImageRejected("corrupt", f"size {w}x{h}")
-    if w * h > max_pixels:
-        raise ImageRejected("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
+    im = _open_checked(src, max_pixels)
     try:
         if draft is not None and im.format == "JPEG":
             im.draft("L", (max(1, int(draft[0])), max(1, int(draft[1]))))

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from spidergan import atomic, images, manifest, params
 from spidergan.crop import extract_square  # the one place that cuts squares
+from spidergan.digest import file_sha256
 from spidergan.params import GrabCutParams, MaskParams
 
 log = logging.getLogger(__name__)
@@ -153,11 +154,7 @@ def place_custom_model(path: str | Path) -> Path:
     home = Path(os.path.abspath(rembg_home()))
     if os.path.abspath(src).startswith(str(home) + os.sep):
         return Path(os.path.abspath(src))
-    h = hashlib.sha256()
-    with open(src, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    dst = home / "custom" / f"{h.hexdigest()[:12]}-{src.name}"
+    dst = home / "custom" / f"{file_sha256(src)[:12]}-{src.name}"
     if not dst.exists():
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Iterable
 
 from spidergan import atomic, manifest
+from spidergan.boxes import iou
 
 SPIDER_NAMES = ("spider",)
 EDGE_TOLERANCE = 0.02
@@ -103,14 +104,6 @@ class ImportReport:
 
 
 # --------------------------------------------------------------------------- geometry
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def check_box(box, width: int, height: int, tolerance: float = EDGE_TOLERANCE):
     """Validated, clipped [x0, y0, x1, y1] in pixels, or raise ValueError(reason, detail)."""
     try:

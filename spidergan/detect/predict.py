@@ -100,14 +100,14 @@ def run(p: DetectParams, raw_dir="data/raw", model_path="models/detector.pt",
         metrics_path: str | Path | None = "metrics/detect.json",
         failures_png: str | Path | None = "plots/detect/failures.png") -> dict:
     """Detect spiders on every raw image; returns (and writes) the counts and quality."""
-    from spidergan.detect.train import file_hash
+    from spidergan.digest import file_sha256
 
     t0, c0 = time.time(), time.process_time()
     raw_dir = Path(raw_dir)
     cache_dir = Path(cache_dir) if cache_dir else env.state_dir() / "cache" / "detect"
     cache_dir.mkdir(parents=True, exist_ok=True)
     records = manifest.read(raw_dir / "manifest.jsonl")
-    model_hash = file_hash(model_path)
+    model_hash = file_sha256(model_path)
     cpath = cache_file(cache_dir, model_hash, p)
     cache = {r["sha256"]: r for r in manifest.iter_records(cpath)}
     results: dict[str, dict] = {}

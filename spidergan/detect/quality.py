@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from spidergan import atomic, images, manifest
-from spidergan.detect.labels import iou
+from spidergan.boxes import iou
 
 IOU_MATCH = 0.5
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from spidergan import atomic, env, manifest, params
 from spidergan.detect import labels as L
+from spidergan.digest import file_sha256
 from spidergan.params import DetectParams
 
 log = logging.getLogger(__name__)
@@ -84,14 +85,6 @@ def pick_device(device: str) -> str:
     import torch
 
     return "0" if torch.cuda.is_available() else "cpu"
-
-
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- labels
@@ -233,7 +226,7 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
     if not records:
         raise DetectorError(f"{raw_dir}/manifest.jsonl is missing or empty: run the scrape stage first")
     model_src = resolve_model(p.model)
-    base_hash = file_hash(model_src) if model_src.endswith(".pt") or Path(model_src).is_file() \
+    base_hash = file_sha256(model_src) if model_src.endswith(".pt") or Path(model_src).is_file() \
         else model_src
     labels, origin, rejects = gather_labels(p, source, seed, raw_dir, labels_dir)
     if len(labels) < 2:
@@ -265,7 +258,7 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
                 origins[i] = "unreviewed" if not p.selftrain.require_review else "review"
                 rounds_of[i] = r
             weights, metrics, reused = train_cached(
-                str(weights), file_hash(weights), train, val, p, p.selftrain.epochs, seed,
+                str(weights), file_sha256(weights), train, val, p, p.selftrain.epochs, seed,
                 raw_dir, records, work, f"round{r}")
             entry.update({**metrics, "retrained": not reused, "reused": reused})
         else:  # nothing new to learn from: the model and its metrics carry over

@@ -150,7 +150,6 @@ class Conv2dLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = self.weight * self.weight_gain
-        k = w.shape[-1]
         if self.down == 1:
             x = F.conv2d(x, w, padding=self.padding)
         else:

@@ -22,7 +22,6 @@ need every vector.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -36,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from spidergan import atomic
+from spidergan.digest import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,6 @@ def ensure_weights(fetch: bool | None = None, timeout: float = 10.0) -> Path:
     except Exception as e:  # noqa: BLE001 - any failure means: not available now
         raise InceptionUnavailable(missing_message(path, f"download failed: {e}")) from None
     return path
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- extractor

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from spidergan import manifest
+from spidergan.boxes import iou
 
 DECISIONS = {"detection": ("accept", "reject"), "crop": ("accept", "reject"), "pair": ("copy", "ok")}
 CLEAR = "clear"
@@ -127,14 +128,6 @@ def latest(path: str | Path = DEFAULT_PATH) -> dict[Key, dict]:
 
 
 # --------------------------------------------------------------------------- for the stages
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def apply_to_detections(image_id: str, boxes: list[dict], decisions: dict[Key, dict],
                         match_iou: float = MATCH_IOU) -> list[dict]:
     """One image's detected boxes (detections.jsonl `boxes`) after review, for the crop stage.
