@@ -67,7 +67,11 @@ def test_configure_ultralytics_offline(netguard_log):
     import os
     from pathlib import Path
 
-    assert (Path(os.environ["YOLO_CONFIG_DIR"]) / "Arial.ttf").stat().st_size > 10_000
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    # where check_font looks: without it there, every dataset check calls GitHub
+    assert (Path(USER_CONFIG_DIR) / "Arial.ttf").stat().st_size > 10_000
+    assert str(USER_CONFIG_DIR).startswith(os.environ["YOLO_CONFIG_DIR"])
     assert not netguard_log.exists() or netguard_log.read_text() == ""
 
 
