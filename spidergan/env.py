@@ -120,15 +120,10 @@ _guard_installed = False
 
 
 def _is_loopback(address) -> bool:
-    if isinstance(address, (tuple, list)) and address:
-        host = str(address[0])
-    elif isinstance(address, str):  # AF_UNIX path
-        return True
-    else:
-        return True
-    if host in ("localhost", "", "::1") or host.startswith("127.") or host.startswith("::ffff:127."):
-        return True
-    return False
+    if not (isinstance(address, (tuple, list)) and address):
+        return True  # not an (host, port) pair: an AF_UNIX path or other local address
+    host = str(address[0])
+    return host in ("localhost", "", "::1") or host.startswith(("127.", "::ffff:127."))
 
 
 def install_network_guard() -> None:
