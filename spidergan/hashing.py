@@ -38,6 +38,8 @@ KINDS = ("ahash", "dhash", "phash", "whash")
 LANCZOS = Image.Resampling.LANCZOS
 PHASH_HIGHFREQ = 4  # imagehash's highfreq_factor default
 FAST_OVERSAMPLE = 2
+# files per thread-pool task: one future per file costs more than a fast decode saves
+FILES_PER_TASK = 16
 DEFAULT_MAX_BYTES = 256 * 2**20
 CHUNK_PAIRS = 2**20
 
@@ -207,9 +209,13 @@ def hash_files(paths: Iterable[str | Path], kind: str = "phash", hash_size: int 
         except images.ImageRejected as e:
             return None, (e.reason, e.detail)
 
+    def batch(start):
+        return [one(p) for p in paths[start:start + FILES_PER_TASK]]
+
     smalls, ok_paths, index, errors = [], [], [], []
     with ThreadPoolExecutor(_workers(workers)) as ex:
-        for i, (path, (small, err)) in enumerate(zip(paths, ex.map(one, paths))):
+        done = (r for part in ex.map(batch, range(0, len(paths), FILES_PER_TASK)) for r in part)
+        for i, (path, (small, err)) in enumerate(zip(paths, done)):
             if err is None:
                 smalls.append(small)
                 ok_paths.append(path)

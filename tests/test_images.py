@@ -3,9 +3,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from spidergan.images import ImageRejected, load_rgb
+from spidergan.images import ImageRejected, load_gray, load_rgb
 
 
 def _bytes(im, fmt, **kw):
@@ -79,3 +79,42 @@ def test_min_side(tmp_path):
     with pytest.raises(ImageRejected) as e:
         load_rgb(tmp_path / "missing.png")
     assert e.value.reason == "missing"
+
+
+def _pillow_draft(data, size, orientation=1):
+    im = Image.open(io.BytesIO(data))
+    im.draft("L", size)
+    im.load()
+    return np.asarray(im if orientation == 1 else ImageOps.exif_transpose(im))
+
+
+@pytest.mark.parametrize("wh,draft", [((640, 480), (64, 64)), ((333, 517), (64, 64)),
+                                      ((300, 200), (64, 64)), ((90, 70), (64, 64))])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_gray_draft_equals_pillow_draft(tmp_path, wh, draft, mode):
+    """The reduced-scale JPEG path decodes exactly the pixels of Pillow's draft mode."""
+    rng = np.random.default_rng(wh[0])
+    im = Image.fromarray(rng.integers(0, 255, (wh[1] // 8, wh[0] // 8, 3), dtype=np.uint8)).resize(wh)
+    data = _bytes(im.convert(mode), "JPEG", quality=85)
+    (tmp_path / "a.jpg").write_bytes(data)
+    want = _pillow_draft(data, draft)
+    for src in (tmp_path / "a.jpg", str(tmp_path / "a.jpg"), data):
+        got = load_gray(src, draft=draft)
+        assert got.mode == "L" and np.array_equal(np.asarray(got), want)
+
+
+def test_gray_draft_orientation_cmyk_and_truncation(tmp_path):
+    rng = np.random.default_rng(3)
+    im = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).resize((600, 400))
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = _bytes(im, "JPEG", quality=90, exif=exif)
+        got = np.asarray(load_gray(data, draft=(64, 64)))
+        assert np.array_equal(got, _pillow_draft(data, (64, 64), orientation))
+    cmyk = _bytes(im.convert("CMYK"), "JPEG")  # not the fast path: Pillow decodes it
+    assert load_gray(cmyk, draft=(64, 64)).mode == "L"
+    whole = _bytes(im, "JPEG", quality=90)
+    with pytest.raises(ImageRejected) as e:
+        load_gray(whole[: len(whole) // 2], draft=(64, 64))
+    assert e.value.reason == "corrupt"
