@@ -114,6 +114,7 @@ class Candidate:
     box: list              # detection / truth box, source px
     conf: float
     truth: dict | None = None
+    review: str | None = None  # "accept" | "reject" when a person reviewed this detection
 
 
 @dataclass
@@ -124,8 +125,9 @@ class Plan:
     rejects: list[dict] = field(default_factory=list)
 
 
-def _candidates(image_id: str, p: CropParams, detections: dict | None, truth: dict | None):
-    """(candidates, image-level reject reason or None)."""
+def _candidates(image_id: str, p: CropParams, detections: dict | None, truth: dict | None,
+                reviewed: review_decisions.DetectionDecisions | None = None):
+    """(candidates, image-level reject reason or None). Detections carry their review."""
     if p.boxes == "truth":
         t = (truth or {}).get(image_id)
         if t is None:
@@ -137,8 +139,11 @@ def _candidates(image_id: str, p: CropParams, detections: dict | None, truth: di
         return [], ("no_detection", "no record in the detections file")
     if d.get("status", "ok") != "ok":
         return [], ("detection_error", str(d.get("reason", "")))
-    return [Candidate(n, list(b["box"]), float(b.get("conf", 1.0)))
-            for n, b in enumerate(d.get("boxes", [])) if int(b.get("cls", 0)) == 0], None
+    boxes = d.get("boxes", [])
+    boxes = reviewed.apply(image_id, boxes) if reviewed is not None else \
+        [dict(b, index=n, review=None) for n, b in enumerate(boxes)]
+    return [Candidate(b["index"], list(b["box"]), float(b.get("conf", 1.0)), review=b["review"])
+            for b in boxes if int(b.get("cls", 0)) == 0], None
 
 
 def _match_truth(box, objects: list, min_iou: float) -> dict | None:
@@ -151,11 +156,16 @@ def _match_truth(box, objects: list, min_iou: float) -> dict | None:
 
 
 def plan_image(image: dict, p: CropParams, detections: dict | None, truth: dict | None,
-               rejected_ids: set[str]) -> Plan:
-    """Pick boxes for one raw image and turn them into crop records and reject records."""
+               rejected_ids: set[str],
+               reviewed: review_decisions.DetectionDecisions | None = None) -> Plan:
+    """Pick boxes for one raw image and turn them into crop records and reject records.
+
+    Reviewed detections: a rejected box is not cropped; an accepted one is cropped from the
+    reviewed (possibly dragged) box whatever its confidence, and `best` prefers it.
+    """
     plan = Plan(image)
     iid = image["id"]
-    cands, why = _candidates(iid, p, detections, truth)
+    cands, why = _candidates(iid, p, detections, truth, reviewed)
     if why:
         plan.rejects.append({"id": iid, "image_id": iid, "reason": why[0], "detail": why[1]})
         return plan
@@ -168,13 +178,16 @@ def plan_image(image: dict, p: CropParams, detections: dict | None, truth: dict 
 
     strong = []
     for c in cands:
-        if c.conf < p.min_conf:
+        if c.review == "reject":
+            reject(c, "review_rejected", "detection box rejected in the review decisions file")
+        elif c.conf < p.min_conf and c.review != "accept":
             reject(c, "low_conf", f"conf {c.conf:.3f} < {p.min_conf}")
         else:
             strong.append(c)
     if p.policy == "best":
         # highest confidence, then the larger box (truth boxes all have confidence 1)
-        strong.sort(key=lambda c: (-c.conf, -(c.box[2] - c.box[0]) * (c.box[3] - c.box[1]), c.n))
+        strong.sort(key=lambda c: (c.review != "accept", -c.conf,
+                                   -(c.box[2] - c.box[0]) * (c.box[3] - c.box[1]), c.n))
         for c in strong[1:]:
             reject(c, "not_best", f"image's best box is {iid}-{strong[0].n}")
         chosen = strong[:1]
@@ -200,6 +213,7 @@ def plan_image(image: dict, p: CropParams, detections: dict | None, truth: dict 
         plan.crops.append({
             "id": cid, "file": f"images/{cid}.png", "image_id": iid, "box": list(sq),
             "det_box": [float(v) for v in c.box], "conf": round(c.conf, 6), "side": side,
+            "review": c.review,
             "size": p.size,
             "truth_label": int(obj["label"]) if obj is not None and "label" in obj else None,
             "truth_cls": obj.get("cls") if obj is not None else None,
@@ -211,14 +225,16 @@ def plan_image(image: dict, p: CropParams, detections: dict | None, truth: dict 
 
 
 # --------------------------------------------------------------------------- the stage
-def _settings(p: CropParams, detections_path, truth_path, rejected_ids: set[str]) -> dict:
+def _settings(p: CropParams, detections_path, truth_path, rejected_ids: set[str],
+              reviewed: review_decisions.DetectionDecisions | None) -> dict:
     import hashlib
 
     return {"params": params.to_dict(p),
             "detections": str(detections_path) if p.boxes == "detections" else None,
             "truth": str(truth_path) if truth_path else None,
-            # a new review rejection must take its crop out of a folder being resumed
-            "review_rejected": hashlib.sha256("\n".join(sorted(rejected_ids)).encode()).hexdigest()}
+            # a new review decision must reach a folder being resumed: its crops are redone
+            "review_rejected": hashlib.sha256("\n".join(sorted(rejected_ids)).encode()).hexdigest(),
+            "review_detections": reviewed.digest() if reviewed is not None else None}
 
 
 def _fresh_if_changed(out: Path, settings: dict) -> None:
@@ -262,17 +278,22 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
         raise FileNotFoundError(f"crop.boxes=truth but {truth_path} does not exist (only the "
                                 "synthetic source has ground truth); set crop.boxes=detections")
     rejected_ids: set[str] = set()
-    if decisions_path:  # the review log: latest decision per crop id wins, undo clears
-        verdicts = review_decisions.verdicts(review_decisions.latest(decisions_path), "crop")
+    reviewed = None
+    if decisions_path:  # the review log: latest decision per key wins, undo clears
+        state = review_decisions.latest(decisions_path)
+        verdicts = review_decisions.verdicts(state, "crop")
         rejected_ids = {cid for cid, v in verdicts.items() if v == "reject"}
+        if p.boxes == "detections":
+            reviewed = review_decisions.DetectionDecisions(state)
 
     out.mkdir(parents=True, exist_ok=True)
-    _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None, rejected_ids))
+    _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None, rejected_ids,
+                                     reviewed))
     (out / "images").mkdir(exist_ok=True)
 
     done = manifest.read_by_id(out / "manifest.jsonl")
     done_rejects = manifest.read_by_id(out / "rejects.jsonl")
-    plans = [plan_image(r, p, detections, truth, rejected_ids) for r in images_in]
+    plans = [plan_image(r, p, detections, truth, rejected_ids, reviewed) for r in images_in]
     resample = RESAMPLE[p.resample]
 
     def cut(plan: Plan):

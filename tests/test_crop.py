@@ -170,3 +170,38 @@ def test_exif_oriented_image_is_cropped_upright(tmp_path):
     got = np.asarray(Image.open(tmp_path / "c" / "images" / "x-0.png").convert("L")).astype(int)
     # the 300 px square over the 200x300 upright image: white top half, dark bottom half
     assert got[5, 15] > 200 and got[25, 15] < 50
+
+
+def test_reviewed_detections_reach_the_crops(raw, tmp_path):
+    """A rejected detection box is not cropped; an accepted box is cropped from where the
+    reviewer dragged it, even below min_conf; a new decision redoes a finished folder."""
+    from spidergan.review import decisions
+
+    truth = manifest.read(raw / "truth.jsonl")
+    a, b, c = truth[:3]
+    box_a, box_b, box_c = (t["objects"][0]["box"] for t in (a, b, c))
+    dets = [{"id": t["id"], "status": "ok", "boxes": [{"box": t["objects"][0]["box"], "conf": conf, "cls": 0}]}
+            for t, conf in ((a, 0.9), (b, 0.9), (c, 0.1))]
+    for t in truth[3:]:
+        dets.append({"id": t["id"], "status": "ok", "boxes": []})
+    (tmp_path / "det.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dets))
+    log = tmp_path / "decisions.jsonl"
+    dragged = [box_a[0] - 4, box_a[1] - 4, box_a[2] + 4, box_a[3] + 4]
+    decisions.append(log, {"kind": "detection", "key": f"{a['id']}:0", "box": dragged,
+                           "orig_box": box_a, "decision": "accept"})
+    decisions.append(log, {"kind": "detection", "key": f"{b['id']}:0", "box": box_b, "decision": "reject"})
+    with log.open("a") as f:  # a hand-written line: no kind, key or orig_box
+        f.write(json.dumps({"image_id": c["id"], "box": box_c, "decision": "accept"}) + "\n")
+    p = _params(boxes="detections", min_conf=0.25, min_side=8, size=32)
+    out = tmp_path / "c"
+    counts = crop.run(p, raw=raw, out=out, detections_path=tmp_path / "det.jsonl",
+                      decisions_path=log, metrics_path=None)
+    recs = manifest.read_by_id(out / "manifest.jsonl")
+    assert set(recs) == {f"{a['id']}-0", f"{c['id']}-0"} and counts["drop_review_rejected"] == 1
+    assert recs[f"{a['id']}-0"]["det_box"] == dragged and recs[f"{a['id']}-0"]["review"] == "accept"
+    assert recs[f"{c['id']}-0"]["review"] == "accept"  # conf 0.1, but a person accepted it
+
+    decisions.append(log, {"kind": "detection", "key": f"{b['id']}:0", "box": box_b, "decision": "clear"})
+    crop.run(p, raw=raw, out=out, detections_path=tmp_path / "det.jsonl", decisions_path=log,
+             metrics_path=None)
+    assert f"{b['id']}-0" in manifest.read_by_id(out / "manifest.jsonl")

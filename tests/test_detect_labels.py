@@ -10,6 +10,7 @@ from spidergan import manifest, params
 from spidergan.detect import labels as L
 from spidergan.detect import quality, selftrain, train
 from spidergan.params import DetectParams, SelftrainParams
+from spidergan.review import decisions as dec
 
 from detect_toy import make_raw
 
@@ -165,24 +166,6 @@ def test_split_is_seeded_and_disjoint():
     assert train.split(ids, 0.2, seed=3) == (tr, va) and train.split(ids, 0.2, seed=4) != (tr, va)
 
 
-def test_decisions_latest_wins_and_missing_file(tmp_path):
-    path = tmp_path / "decisions.jsonl"
-    assert L.read_decisions(path) == {}
-    lines = [
-        {"kind": "detection", "image_id": "a", "box": [10, 10, 50, 50], "decision": "reject", "ts": 1},
-        {"kind": "detection", "image_id": "a", "box": [10.2, 10, 50, 50], "decision": "accept", "ts": 2},
-        {"kind": "crop", "id": "a-0", "decision": "reject", "ts": 3},
-        {"kind": "detection", "image_id": "b", "box": [0, 0, 5, 5], "decision": "maybe", "ts": 4},
-    ]
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    d = L.read_decisions(path)
-    assert list(d) == [("a", (10, 10, 50, 50))]
-    assert L.decision_for(d, "a", [10.4, 9.8, 50.3, 50.1])["decision"] == "accept"
-    assert L.decision_for(d, "a", [10, 10, 30, 30]) is None      # a different box
-    assert L.decision_for(d, "b", [0, 0, 5, 5]) is None
-    assert L.read_decisions(path, kind="crop") == {"a-0": lines[2]}
-
-
 def test_decisions_in_the_review_apps_form(tmp_path):
     """key + orig_box (proposal) + box (dragged), and undo written as "clear"."""
     path = tmp_path / "decisions.jsonl"
@@ -195,7 +178,7 @@ def test_decisions_in_the_review_apps_form(tmp_path):
          "box": [60, 60, 90, 90], "decision": "clear", "ts": 3},
     ]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    d = L.read_decisions(path)
+    d = dec.DetectionDecisions(dec.latest(path))
     cands = [_cand("a", [10.5, 10, 50, 50.5], 0.9), _cand("a", [60, 60, 90, 90], 0.8)]
     new, counts = selftrain.select(cands, d, SelftrainParams())
     assert new == {} and counts["undecided"] == 1                # a:1 was undone
@@ -210,9 +193,10 @@ def _cand(iid, box, conf):
 def test_select_requires_review_per_image():
     cands = [_cand("a", [0, 0, 10, 10], 0.9), _cand("a", [20, 20, 30, 30], 0.6),
              _cand("b", [0, 0, 10, 10], 0.95), _cand("c", [5, 5, 10, 10], 0.7)]
-    decisions = {("a", (0, 0, 10, 10)): {"decision": "accept", "box": [0, 0, 10, 10]},
-                 ("a", (20, 20, 30, 30)): {"decision": "reject", "box": [20, 20, 30, 30]},
-                 ("c", (5, 5, 10, 10)): {"decision": "accept", "box": [5, 5, 10, 10]}}
+    decisions = dec.DetectionDecisions(dec.fold([
+        {"image_id": "a", "box": [0, 0, 10, 10], "decision": "accept"},
+        {"image_id": "a", "box": [20, 20, 30, 30], "decision": "reject"},
+        {"image_id": "c", "box": [5, 5, 10, 10], "decision": "accept"}]))
     new, counts = selftrain.select(cands, decisions, SelftrainParams())
     assert new == {"a": [[0, 0, 10, 10]], "c": [[5, 5, 10, 10]]}   # b is undecided: it waits
     assert counts["accepted"] == 2 and counts["rejected"] == 1 and counts["undecided"] == 1
@@ -223,7 +207,7 @@ def test_select_without_review_uses_the_stricter_bar():
     sp = SelftrainParams(require_review=False, accept_conf=0.5, unreviewed_conf=0.85)
     cands = [_cand("a", [0, 0, 10, 10], 0.9), _cand("b", [0, 0, 10, 10], 0.9),
              _cand("b", [20, 20, 30, 30], 0.6)]
-    new, counts = selftrain.select(cands, {}, sp)
+    new, counts = selftrain.select(cands, dec.DetectionDecisions({}), sp)
     assert new == {"a": [[0, 0, 10, 10]]}
     assert counts["unreviewed_taken"] == 1 and counts["ambiguous_images"] == 1
 

@@ -63,7 +63,7 @@ def test_torn_last_line_is_ignored_and_repaired_on_next_append(tmp_path):
     assert all(json.loads(line) for line in p.read_text().splitlines())
 
 
-def test_apply_to_detections_for_the_crop_stage():
+def test_detection_decisions_apply_to_boxes():
     boxes = [{"box": [10, 10, 50, 50], "conf": 0.9, "cls": 0},
              {"box": [100, 100, 150, 150], "conf": 0.4, "cls": 0},
              {"box": [200, 10, 260, 70], "conf": 0.8, "cls": 0},
@@ -73,13 +73,38 @@ def test_apply_to_detections_for_the_crop_stage():
         dec.validate(det("im:1", "reject", box=(100, 100, 150, 150))),
         dec.validate(det("im:2", "reject", box=(0, 300, 40, 340))),  # about an older detection
     ])
-    out = dec.apply_to_detections("im", boxes, state)
-    assert [b["index"] for b in out] == [0, 2, 3]  # the rejected box is gone, indexes kept
-    assert out[0]["box"] == [8, 12, 55, 52] and out[0]["review"] == "accept"
-    assert out[1]["box"] == [200, 10, 260, 70] and out[1]["review"] is None  # stale decision ignored
-    assert out[2]["review"] is None
-    assert dec.accepted_boxes(state) == {"im": [[8.0, 12.0, 55.0, 52.0]]}
-    assert dec.rejected_boxes(state) == {"im": [[100.0, 100.0, 150.0, 150.0], [0.0, 300.0, 40.0, 340.0]]}
+    reviewed = dec.DetectionDecisions(state)
+    out = reviewed.apply("im", boxes)
+    assert [b["index"] for b in out] == [0, 1, 2, 3]
+    assert [b["review"] for b in out] == ["accept", "reject", None, None]  # stale decision ignored
+    assert out[0]["box"] == [8, 12, 55, 52] and out[2]["box"] == [200, 10, 260, 70]
+    # a box proposed by another model (no index) matches by overlap with the proposal
+    assert reviewed.match("im", [11, 10, 50, 51])["decision"] == "accept"
+    assert reviewed.match("im", [10, 10, 30, 30]) is None and reviewed.match("other", [10, 10, 50, 50]) is None
+    before = reviewed.digest()
+    dec.fold([dec.validate(det("im:3", "accept", box=(300, 10, 360, 70)))], state)
+    assert dec.DetectionDecisions(state).digest() != before
+
+
+def test_hand_written_short_forms(tmp_path):
+    """The file is edited by hand: short lines count, unknown decisions and junk are ignored."""
+    p = tmp_path / "decisions.jsonl"
+    lines = [
+        {"image_id": "a", "box": [10, 10, 50, 50], "decision": "reject", "ts": 1},
+        {"kind": "detection", "image_id": "a", "box": [10.2, 10, 50, 50], "decision": "accept"},
+        {"kind": "crop", "id": "a-0", "decision": "reject"},
+        {"kind": "detection", "image_id": "b", "box": [0, 0, 5, 5], "decision": "maybe"},
+        {"kind": "detection", "image_id": "c", "box": [5, 5, 1, 1], "decision": "accept"},
+        ["not", "a", "record"],
+    ]
+    p.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    state = dec.latest(p)
+    assert set(state) == {("detection", "a@10,10,50,50"), ("crop", "a-0")}
+    assert state[("detection", "a@10,10,50,50")]["decision"] == "accept"  # the latest line wins
+    assert dec.verdicts(state, "crop") == {"a-0": "reject"}
+    reviewed = dec.DetectionDecisions(state)
+    assert len(reviewed) == 1 and reviewed.match("a", [10.4, 9.8, 50.3, 50.1])["decision"] == "accept"
+    assert dec.latest(tmp_path / "missing.jsonl") == {}
 
 
 def test_decision_log_follows_foreign_appends_and_replacement(tmp_path):

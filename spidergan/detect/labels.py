@@ -1,4 +1,4 @@
-"""Detector labels: the YOLO txt format, importers from labelling tools, validation, review decisions.
+"""Detector labels: the YOLO txt format, importers from labelling tools, validation.
 
 Labels live in `data/labels/<image id>.txt`, one line per spider, YOLO format:
 
@@ -22,20 +22,8 @@ file name recorded in its provenance), the box must have an area and lie inside 
 Anything rejected is reported with a reason; nothing is dropped silently. Object classes other
 than spider (see `SPIDER_NAMES`) are skipped and counted.
 
-Review decisions (`data/review/decisions.jsonl`) are written by the review app or by hand. The
-file is append-only JSONL; for each key the latest record wins; a missing file means no
-decisions. Records:
-
-    {"kind": "detection", "image_id": "<raw id>", "box": [x0, y0, x1, y1],
-     "decision": "accept" | "reject", "ts": <unix seconds or ISO string>}
-    {"kind": "crop", "id": "<crop id>", "decision": "accept" | "reject", "ts": ...}
-
-The review app (`spidergan.review.decisions`) adds `"key"` (latest per key wins), `"orig_box"`
-(the box as proposed, while `box` may have been dragged) and `"decision": "clear"` (undo).
-Without `key`, a detection's key is (image_id, box rounded to whole pixels). Boxes are in
-source pixels, as in `data/detections.jsonl` and the self-training candidates
-(`data/detector/candidates.jsonl`). A decision matches a candidate whose box overlaps its
-`orig_box` (else `box`) with IoU >= `MATCH_IOU`; an accepted label takes the decision's `box`.
+Review decisions (`data/review/decisions.jsonl`, written by the review app or by hand) are read
+by `spidergan.review.decisions`, the one reader of that file.
 """
 
 from __future__ import annotations
@@ -48,11 +36,9 @@ from pathlib import Path
 from typing import Iterable
 
 from spidergan import atomic, manifest
-from spidergan.boxes import iou
 
 SPIDER_NAMES = ("spider",)
 EDGE_TOLERANCE = 0.02
-MATCH_IOU = 0.7  # as the review app's spidergan.review.decisions
 FORMATS = ("voc", "coco", "labelstudio", "yolo")
 
 HOW_TO_LABEL = """\
@@ -387,57 +373,3 @@ def import_labels(fmt: str, src: str | Path, out: str | Path = "data/labels",
             rec = raw[iid]
             write_label(out, iid, boxes, int(rec["width"]), int(rec["height"]))
     return report
-
-
-# --------------------------------------------------------------------------- review decisions
-def box_key(box) -> tuple:
-    return tuple(int(round(float(v))) for v in box)
-
-
-def read_decisions(path: str | Path = "data/review/decisions.jsonl", kind: str = "detection") -> dict:
-    """Current decision per key: {(image_id, box_key): record} for detections, {id: record} else.
-
-    The latest record per key wins. The key is the record's `key` when it has one (the review
-    app writes `"<image id>:<index>"` and undoes with `"decision": "clear"`), else the image id
-    and the rounded box (hand-written lines). A missing file is no decisions; records with an
-    unknown decision are ignored (the file is edited by hand too).
-    """
-    latest: dict = {}
-    for r in manifest.iter_records(path):
-        if r.get("kind", "detection") != kind:
-            continue
-        if kind == "detection":
-            box = r.get("orig_box") or r.get("box")
-            if "image_id" not in r or not isinstance(box, list) or len(box) != 4:
-                continue
-            key = ("key", str(r["key"])) if "key" in r else (str(r["image_id"]), box_key(box))
-        else:
-            if "id" not in r and "key" not in r:
-                continue
-            key = str(r.get("id", r.get("key")))
-        if r.get("decision") == "clear":
-            latest.pop(key, None)
-        elif r.get("decision") in ("accept", "reject"):
-            latest[key] = r
-    if kind != "detection":
-        return latest
-    return {(str(r["image_id"]), box_key(r.get("orig_box") or r["box"])): r for r in latest.values()}
-
-
-def decision_for(decisions: dict, image_id: str, box):
-    """The decision record for a proposed detection box, or None.
-
-    Matches the decision's `orig_box` (the box as proposed; `box` when absent) to `box` by
-    IoU >= MATCH_IOU, so a box that moved a little between runs keeps its decision. The
-    record's `box` is what the reviewer settled on (it may have been dragged).
-    """
-    exact = decisions.get((image_id, box_key(box)))
-    if exact is not None:
-        return exact
-    best, best_iou = None, MATCH_IOU
-    for (iid, k), r in decisions.items():
-        if iid == image_id:
-            v = iou(k, box)
-            if v >= best_iou:
-                best, best_iou = r, v
-    return best

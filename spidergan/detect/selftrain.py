@@ -7,7 +7,7 @@ A round therefore goes:
    at least `selftrain.accept_conf` is a candidate, written to `data/detector/candidates.jsonl`
    as {"kind": "detection", "image_id", "box", "conf", "round"}: the review app shows these.
 2. With `require_review: true` (default) a candidate counts only when the review decisions file
-   (`data/review/decisions.jsonl`, format in `spidergan.detect.labels`) accepts it. An image
+   (`data/review/decisions.jsonl`, format in `spidergan.review.decisions`) accepts it. An image
    becomes a label once every one of its candidates is decided: the accepted boxes are its
    spiders, rejected ones are dropped. An image with an undecided candidate waits, since
    training on half of its spiders would teach the detector that the other half is background.
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from spidergan import images
-from spidergan.detect import labels as L
 from spidergan.params import DetectParams, SelftrainParams
+from spidergan.review.decisions import DetectionDecisions
 
 
 def candidates(weights, records: dict, raw_dir, labelled: set, p: DetectParams, rnd: int) -> list:
@@ -54,7 +54,7 @@ def candidates(weights, records: dict, raw_dir, labelled: set, p: DetectParams, 
     return out
 
 
-def select(cands: list, decisions: dict, sp: SelftrainParams) -> tuple[dict, dict]:
+def select(cands: list, decisions: DetectionDecisions, sp: SelftrainParams) -> tuple[dict, dict]:
     """New labels {image id: boxes} from this round's candidates, and the counts."""
     by_image: dict = {}
     for c in cands:
@@ -65,7 +65,7 @@ def select(cands: list, decisions: dict, sp: SelftrainParams) -> tuple[dict, dic
     new: dict = {}
     for iid, cs in sorted(by_image.items()):
         if sp.require_review:
-            recs = [L.decision_for(decisions, iid, c["box"]) for c in cs]
+            recs = [decisions.match(iid, c["box"]) for c in cs]
             verdicts = [r["decision"] if r else None for r in recs]
             counts["accepted"] += verdicts.count("accept")
             counts["rejected"] += verdicts.count("reject")

@@ -33,6 +33,7 @@ from spidergan import atomic, env, manifest, params
 from spidergan.detect import labels as L
 from spidergan.digest import file_sha256
 from spidergan.params import DetectParams
+from spidergan.review import decisions as review_decisions
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
                          "rejected": len(rejects)},
               "round_0": {**metrics, "new_labels": 0, "retrained": not reused, "reused": reused}}
     candidates_all = []
-    decided = L.read_decisions(decisions)
+    decided = review_decisions.DetectionDecisions(review_decisions.latest(decisions))
     for r in range(1, p.selftrain.rounds + 1):
         cands = selftrain.candidates(weights, records, raw_dir, set(train) | set(val), p, r)
         candidates_all += cands

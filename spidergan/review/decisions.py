@@ -9,6 +9,9 @@ One JSON object per line, append-only; for each `(kind, key)` the latest line wi
 * crop: `{"kind": "crop", "key": "<crop id>", "id": "<crop id>", "decision": "accept" | "reject", "ts": ...}`
 * pair: `{"kind": "pair", "key": "<fake file>", "fake": ..., "real": ..., "decision": "copy" | "ok", "ts": ...}`
 
+Hand-written lines may be shorter (see `normalise`): `{"image_id": ..., "box": [...],
+"decision": "accept"}` is a detection decision keyed by its image and box.
+
 Undo is written as the state it returns to, never as a stack operation, so a reader needs no
 replay: undoing re-appends the previous record (marked `"undo": true`), or, when the key had
 no decision before, a record with `"decision": "clear"`. `latest()` drops cleared keys. The file
@@ -20,6 +23,7 @@ at most the line being written, and a torn last line is ignored on read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -103,17 +107,64 @@ def append(path: str | Path, record: dict) -> dict:
     return rec
 
 
+def normalise(record: Any) -> dict | None:
+    """A line as read, in the form `fold` keys, or None for a line that decides nothing.
+
+    The file is edited by hand too, so the short forms are accepted: a line with `image_id` and
+    `box` is a detection without saying so; a detection without `key` is keyed by its image and
+    rounded box (`"<image_id>@x0,y0,x1,y1"`), `orig_box` defaults to `box`; a crop line may name
+    only `id`, a pair line only `fake`. Unknown kinds or decisions are ignored, not errors.
+    """
+    if not isinstance(record, dict):
+        return None
+    kind = record.get("kind") or ("detection" if "image_id" in record else None)
+    decision = record.get("decision")
+    if kind not in DECISIONS or (decision != CLEAR and decision not in DECISIONS[kind]):
+        return None
+    rec = dict(record, kind=kind)
+    if kind == "detection":
+        image_id = rec.get("image_id")
+        box = rec.get("orig_box") or rec.get("box")
+        if "key" not in rec:
+            try:
+                box = _check_box(box, "box")
+            except DecisionError:
+                return None
+            if image_id is None:
+                return None
+            rec["key"] = f"{image_id}@{','.join(str(int(round(v))) for v in box)}"
+        elif image_id is None:
+            rec["image_id"] = str(rec["key"]).rpartition(":")[0]
+        if decision != CLEAR:
+            try:
+                rec["box"] = _check_box(rec.get("box", box), "box")
+                rec["orig_box"] = _check_box(rec.get("orig_box", rec["box"]), "orig_box")
+            except DecisionError:
+                return None
+    else:
+        name = "id" if kind == "crop" else "fake"
+        rec.setdefault("key", rec.get(name))
+        if not isinstance(rec["key"], str) or not rec["key"]:
+            return None
+        rec.setdefault(name, rec["key"])
+    return rec
+
+
 def iter_decisions(path: str | Path = DEFAULT_PATH) -> Iterator[dict]:
-    """Every record in file order (history); a missing file yields nothing."""
+    """Every usable record in file order (history), normalised; a missing file yields nothing."""
     for r in manifest.iter_records(path):
-        if isinstance(r, dict) and "kind" in r and "key" in r:
-            yield r
+        rec = normalise(r)
+        if rec is not None:
+            yield rec
 
 
 def fold(records: Iterable[dict], into: dict[Key, dict] | None = None) -> dict[Key, dict]:
     """Apply records in order: the latest per (kind, key) wins, `clear` removes the key."""
     out = {} if into is None else into
     for r in records:
+        r = normalise(r)
+        if r is None:
+            continue
         k = (r["kind"], r["key"])
         if r.get("decision") == CLEAR:
             out.pop(k, None)
@@ -128,46 +179,62 @@ def latest(path: str | Path = DEFAULT_PATH) -> dict[Key, dict]:
 
 
 # --------------------------------------------------------------------------- for the stages
-def apply_to_detections(image_id: str, boxes: list[dict], decisions: dict[Key, dict],
-                        match_iou: float = MATCH_IOU) -> list[dict]:
-    """One image's detected boxes (detections.jsonl `boxes`) after review, for the crop stage.
+class DetectionDecisions:
+    """The detection decisions of a log state, matched to boxes, for the crop stage and for
+    detect's self-training.
 
-    Rejected boxes are dropped; accepted boxes take the reviewed (possibly dragged) coordinates
-    and carry `"review": "accept"`; unreviewed boxes pass with `"review": None`. A decision
-    applies only while its `orig_box` still overlaps the box at that index (IoU >= match_iou):
-    after detect re-runs, a stale decision about a different box is ignored. Each returned box
-    keeps its original index as `"index"`, so crop ids stay stable.
+    A decision holds for a box while its `orig_box` (the box as it was proposed) overlaps that
+    box with IoU >= `match_iou`: after detect re-runs and its boxes move, a decision about a
+    different box is ignored. The review app's decision for the box at the same index is tried
+    first; otherwise the image's decision whose `orig_box` overlaps the box most (hand-written
+    lines, and boxes proposed by another model, such as self-training candidates).
     """
-    out = []
-    for i, b in enumerate(boxes):
-        rec = decisions.get(("detection", detection_key(image_id, i)))
-        if rec is not None and iou(rec["orig_box"], b["box"]) < match_iou:
-            rec = None
-        if rec is not None and rec["decision"] == "reject":
-            continue
-        nb = dict(b, index=i, review=rec["decision"] if rec else None)
-        if rec is not None:
-            nb["box"] = list(rec["box"])
-        out.append(nb)
-    return out
 
+    def __init__(self, decisions: dict[Key, dict], match_iou: float = MATCH_IOU):
+        self.match_iou = match_iou
+        self._by_key: dict[str, dict] = {}
+        self._by_image: dict[str, list[dict]] = {}
+        for (kind, key), r in decisions.items():
+            if kind == "detection":
+                self._by_key[key] = r
+                self._by_image.setdefault(str(r["image_id"]), []).append(r)
 
-def accepted_boxes(decisions: dict[Key, dict]) -> dict[str, list[list[float]]]:
-    """Human-accepted boxes per image id (reviewed coordinates), e.g. as self-training labels."""
-    out: dict[str, list[list[float]]] = {}
-    for (kind, _), r in decisions.items():
-        if kind == "detection" and r["decision"] == "accept":
-            out.setdefault(r["image_id"], []).append(list(r["box"]))
-    return out
+    def __len__(self) -> int:
+        return len(self._by_key)
 
+    def match(self, image_id: str, box, index: int | None = None) -> dict | None:
+        """The decision record for `box` of `image_id` (the box at `index` of its detections)."""
+        if index is not None:
+            rec = self._by_key.get(detection_key(image_id, index))
+            if rec is not None and iou(rec["orig_box"], box) >= self.match_iou:
+                return rec
+        best, best_iou = None, self.match_iou
+        for rec in self._by_image.get(str(image_id), ()):
+            v = iou(rec["orig_box"], box)
+            if v >= best_iou:
+                best, best_iou = rec, v
+        return best
 
-def rejected_boxes(decisions: dict[Key, dict]) -> dict[str, list[list[float]]]:
-    """Human-rejected boxes per image id (as detected), e.g. hard negatives for self-training."""
-    out: dict[str, list[list[float]]] = {}
-    for (kind, _), r in decisions.items():
-        if kind == "detection" and r["decision"] == "reject":
-            out.setdefault(r["image_id"], []).append(list(r["orig_box"]))
-    return out
+    def apply(self, image_id: str, boxes: list[dict]) -> list[dict]:
+        """One image's detected boxes (detections.jsonl `boxes`) after review.
+
+        Each box comes back with `"index"` (its position, so crop ids stay stable) and
+        `"review"`: "accept" (the box takes the reviewed, possibly dragged, coordinates),
+        "reject", or None (not reviewed).
+        """
+        out = []
+        for i, b in enumerate(boxes):
+            rec = self.match(image_id, b["box"], i)
+            nb = dict(b, index=i, review=rec["decision"] if rec else None)
+            if rec is not None and rec["decision"] == "accept":
+                nb["box"] = list(rec["box"])
+            out.append(nb)
+        return out
+
+    def digest(self) -> str:
+        """Changes whenever a decision does (for outputs that depend on them)."""
+        rows = sorted((k, r["decision"], r["box"], r["orig_box"]) for k, r in self._by_key.items())
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def verdicts(decisions: dict[Key, dict], kind: str) -> dict[str, str]:
@@ -216,8 +283,7 @@ class DecisionLog:
             except json.JSONDecodeError:
                 recs = None
             if recs is not None:
-                fold((r for r in recs if isinstance(r, dict) and "kind" in r and "key" in r),
-                     self._state)
+                fold(recs, self._state)
                 self._offset += end
                 return
         # replaced, truncated or unreadable increment: read it all again, from one read
@@ -231,7 +297,7 @@ class DecisionLog:
                     recs.append(json.loads(line))
                 except json.JSONDecodeError:
                     raise ValueError(f"{self.path}:{n}: corrupt decision line") from None
-        self._state = fold(r for r in recs if isinstance(r, dict) and "kind" in r and "key" in r)
+        self._state = fold(recs)
         self._ino, self._offset = st.st_ino, end
 
     def snapshot(self) -> dict[Key, dict]:
