@@ -13,8 +13,10 @@ relative to `data/crops/`). Output, `data/masked/`:
 
 Three maskers (`mask.method`):
 
-* `grabcut`: OpenCV GrabCut seeded from the crop's known geometry: the detector box mapped into
-  the crop is "probably spider", the rest sure background. Needs no weights (the default).
+* `grabcut`: OpenCV GrabCut seeded from the crop's known geometry: outside the detector box
+  (mapped into the crop) is sure background; inside, colour models of that border and of the
+  box's core label pixels probable spider or background; GrabCut's result is then refined per
+  pixel (thin legs added back, filled-in background dropped). Needs no weights (the default).
 * `rembg`: any rembg model by name, or a local ONNX file through rembg's `u2net_custom` session.
   One session per run. Weights are never fetched at run time: a missing file fails at once
   with its name and the command that fetches it, and leaves no folder behind.
@@ -265,7 +267,18 @@ def seed_rect(record: dict, size: tuple[int, int], gp: GrabCutParams) -> tuple[i
 
 def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
                   gp: GrabCutParams) -> np.ndarray:
-    """GrabCut inside `rect` (crop pixels) at `work_size` side; soft alpha at the crop's size."""
+    """GrabCut inside `rect` (crop pixels) at `work_size` side; soft alpha at the crop's size.
+
+    Seeding: everything outside `rect` is sure background. A colour model of that border and
+    one of the core disc (its `core_share` least border-like pixels) label the box: pixels
+    `seed_llr` more likely spider than border start as probable spider, the rest as probable
+    background, and core pixels that clear `seed_llr` are sure spider. A rectangle of
+    "probably spider" instead lets the background inside the box (~90% of it, for a
+    thin-legged spider) train the spider model. With `refine`, GrabCut's own final models
+    then decide per pixel: GrabCut's fixed smoothness term fills the gaps between legs and
+    the body and cuts thin legs, so pixels its models call background are dropped and thin
+    (black-/top-hat) spider-coloured structures touching the mask are added back.
+    """
     import cv2
 
     w, h = img.size
@@ -273,31 +286,113 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
     # boundary they cost under GrabCut's smoothness term
     ww, wh = max(8, round(w * scale)), max(8, round(h * scale))
     small = img.resize((ww, wh), Image.Resampling.BILINEAR) if (ww, wh) != (w, h) else img
-    bgr = np.ascontiguousarray(np.asarray(small, np.uint8)[:, :, ::-1])
+    rgb = np.ascontiguousarray(np.asarray(small, np.uint8))
+    feat = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB) if gp.colour == "lab" else rgb[:, :, ::-1].copy()
     sx, sy = ww / w, wh / h
     x0, y0 = int(np.clip(round(rect[0] * sx), 1, ww - 2)), int(np.clip(round(rect[1] * sy), 1, wh - 2))
     x1 = int(np.clip(round(rect[2] * sx), x0 + 1, ww - 1))
     y1 = int(np.clip(round(rect[3] * sy), y0 + 1, wh - 1))
+    inside = np.zeros((wh, ww), bool)
+    inside[y0:y1, x0:x1] = True
+    side = max(x1 - x0, y1 - y0)
+    # a spider's body sits near the centre of its leg span: the core disc anchors the spider
+    # colour model (thin-legged spiders cover ~10% of their box)
+    cx, cy, r = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, gp.core * side
+    yy, xx = np.ogrid[0:wh, 0:ww]
+    disc = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) & inside
+    X = feat.reshape(-1, 3).astype(np.float64)
+    cv2.setRNGSeed(0)  # k-means starts (ours and GrabCut's): same crop, same mask, in any order
+    border = _Gmm.fit(X[~inside.ravel()])
+    border_ll = border.loglik(X).reshape(wh, ww)
     gc = np.full((wh, ww), cv2.GC_BGD, np.uint8)
-    gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
-    if gp.core > 0:
-        # a spider's body sits at the centre of its leg span: anchoring it as sure foreground
-        # keeps the foreground colour model from being all background (thin-legged spiders
-        # cover ~10% of their box)
-        cx, cy, r = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, gp.core * max(x1 - x0, y1 - y0)
-        yy, xx = np.ogrid[0:wh, 0:ww]
-        gc[((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) & (gc == cv2.GC_PR_FGD)] = cv2.GC_FGD
+    gc[inside] = cv2.GC_PR_FGD
+    seeds = np.zeros_like(disc)
+    if disc.any():
+        train = disc & (border_ll <= np.percentile(border_ll[disc], 100 * gp.core_share))
+        llr = _Gmm.fit(X[train.ravel()]).loglik(X).reshape(wh, ww) - border_ll
+        gc[inside & (llr < gp.seed_llr)] = cv2.GC_PR_BGD
+        seeds = train & (llr >= gp.seed_llr)
+        # the core looks like the border: GrabCut still needs sure spider, so trust the geometry
+        # there, but let refine overrule it (a blank crop must come out empty, not as a disc)
+        gc[seeds if seeds.sum() >= 0.2 * train.sum() else train] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)  # GrabCut's k-means start: same crop, same mask, in any order
-    cv2.grabCut(bgr, gc, None, bgd, fgd, gp.iterations, cv2.GC_INIT_WITH_MASK)
-    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
-    fg = _drop_specks(fg, gp.min_component)
+    cv2.grabCut(feat, gc, None, bgd, fgd, gp.iterations, cv2.GC_INIT_WITH_MASK)
+    fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    if gp.refine:
+        # background by either GrabCut's final model or the border's: its model drifts towards
+        # whatever it filled in
+        llr = (_Gmm.from_grabcut(fgd).loglik(X)
+               - np.maximum(_Gmm.from_grabcut(bgd).loglik(X), border_ll.ravel())).reshape(wh, ww)
+        spider = llr > 1e-3  # ties (a blank crop, where both models agree) go to background
+        kept = fg & (spider | seeds)
+        if gp.rim:  # edge pixels mix both colours: give back GrabCut's rim around what stays
+            el = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gp.rim + 1, 2 * gp.rim + 1))
+            kept |= fg & cv2.dilate(kept.astype(np.uint8), el).astype(bool)
+        fg = kept
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        k = max(3, int(round(gp.thin_size * side)) | 1)
+        el = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        hat = np.maximum(cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, el),
+                         cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, el))
+        thin = inside & spider & (hat > gp.thin_contrast)
+        fg = _touching(fg | thin, fg)
+    fg = _drop_specks(fg.astype(np.uint8), gp.min_component)
+    if gp.median:
+        fg = cv2.medianBlur(fg * 255, gp.median) // 255
     soft = Image.fromarray(fg * 255, "L")
     if (ww, wh) != (w, h):
         soft = soft.resize((w, h), Image.Resampling.BILINEAR)
     if gp.feather > 0:
         soft = soft.filter(ImageFilter.GaussianBlur(gp.feather))
     return np.asarray(soft, np.uint8).copy()
+
+
+class _Gmm:
+    """A full-covariance Gaussian mixture over pixel colours (float64 N x 3)."""
+
+    def __init__(self, weights, means, covs):
+        covs = np.asarray(covs, np.float64) + np.eye(3) * 1e-2  # flat regions: singular
+        self.parts = [(math.log(wt), mu, np.linalg.inv(c), math.log(np.linalg.det(c)))
+                      for wt, mu, c in zip(weights, means, covs) if wt > 0]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, k: int = 5) -> "_Gmm":
+        """k-means then one Gaussian per cluster, as GrabCut initialises its own models."""
+        x = x.astype(np.float32)
+        if len(x) < 4 * k:  # too few pixels for k clusters: one broad Gaussian
+            cov = np.cov(x.T) if len(x) > 1 else np.zeros((3, 3))
+            return cls([1.0], [x.mean(0) if len(x) else np.zeros(3)], [cov + np.eye(3) * 10.0])
+        import cv2
+
+        _, labels, _ = cv2.kmeans(x, k, None, (cv2.TERM_CRITERIA_MAX_ITER, 10, 0), 1,
+                                  cv2.KMEANS_PP_CENTERS)
+        labels = labels.ravel()
+        parts = [x[labels == j].astype(np.float64) for j in range(k)]
+        parts = [p for p in parts if len(p) >= 2]
+        return cls([len(p) / len(x) for p in parts], [p.mean(0) for p in parts],
+                   [np.cov(p.T) + np.eye(3) for p in parts])
+
+    @classmethod
+    def from_grabcut(cls, model: np.ndarray, k: int = 5) -> "_Gmm":
+        """OpenCV's GrabCut model array: k weights, k x 3 means, k x 3x3 covariances."""
+        m = model.ravel()
+        return cls(m[:k], m[k:4 * k].reshape(k, 3), m[4 * k:].reshape(k, 3, 3))
+
+    def loglik(self, x: np.ndarray) -> np.ndarray:
+        terms = [lw - 0.5 * (np.einsum("ni,ij,nj->n", x - mu, inv, x - mu) + logdet)
+                 for lw, mu, inv, logdet in self.parts]
+        return np.logaddexp.reduce(np.stack(terms), axis=0)
+
+
+def _touching(cand: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """The 8-connected blobs of `cand` that contain an `anchor` pixel (bool HxW)."""
+    import cv2
+
+    n, labels = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[anchor & cand])] = True
+    keep[0] = False
+    return keep[labels]
 
 
 def _drop_specks(fg: np.ndarray, min_share: float) -> np.ndarray:

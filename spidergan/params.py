@@ -190,14 +190,43 @@ class GrabCutParams:
     work_size: int = param(256, ge=32, le=4096,
                            doc="GrabCut runs on the crop scaled to this side (its cost grows with "
                                "pixels; larger keeps thin legs); the mask is scaled back")
-    core: float = param(0.06, ge=0.0, le=0.5,
+    colour: str = param("lab", choices=("lab", "rgb"),
+                        doc="colour space of the colour models: CIELAB separates shading from hue, "
+                            "which tells a spider from bark or leaves better than RGB")
+    core: float = param(0.10, ge=0.0, le=0.5,
                         doc="radius (share of the seed box side) of the disc at the box centre "
-                            "seeded as sure spider; 0 = none")
+                            "that trains the first spider colour model and seeds sure spider; 0 = none")
+    core_share: float = param(0.7, gt=0.0, le=1.0,
+                              doc="share of the core disc, least like the border, that trains the "
+                                  "first spider colour model (a thin-bodied spider fills little of it)")
+    seed_llr: float = param(2.0, ge=-50.0, le=50.0,
+                            doc="log-likelihood ratio (spider vs border colour model) a pixel in the "
+                                "box needs to start as probable spider, and a core pixel to be sure "
+                                "spider; the rest of the box starts as probable background")
+    refine: bool = param(True, doc="after GrabCut, drop pixels its colour models call background and "
+                                   "add thin spider-coloured structures (legs) touching the mask: "
+                                   "GrabCut's fixed smoothness fills leg gaps and cuts thin legs")
+    rim: int = param(1, ge=0, le=10,
+                     doc="pixels (at work size) of GrabCut's mask kept around what refine keeps: "
+                         "edge pixels mix spider and background colours")
+    thin_contrast: float = param(25.0, ge=0.0, le=255.0,
+                                 doc="black-hat/top-hat response (grey levels) a pixel needs to be "
+                                     "added back as a thin structure by refine")
+    thin_size: float = param(0.05, gt=0.0, le=0.5,
+                             doc="width (share of the box side) below which a structure counts as "
+                                 "thin for refine (the hat filters' element size)")
     min_component: float = param(0.02, ge=0.0, le=1.0,
                                  doc="foreground blobs smaller than this share of the largest one are "
                                      "dropped (specks of background texture)")
+    median: int = param(3, ge=0, le=15,
+                        doc="median filter (pixels at work size, odd; 0 = none) on the binary mask: "
+                            "smooths the ragged edge that per-pixel refine leaves")
     feather: float = param(1.0, ge=0.0, le=20.0,
                            doc="Gaussian sigma (pixels at output size) softening the alpha edge")
+
+    def validate(self):
+        if self.median and self.median % 2 == 0:
+            raise ParamsError(f"median must be odd or 0, got {self.median}")
 
 
 @section

@@ -118,6 +118,38 @@ def test_grabcut_without_geometry_uses_margin():
     assert fg is None and masking.iou(alpha >= 128, truth) >= 0.8
 
 
+def _thin_legged_crop(i: int, kind: str):
+    """A house or cellar spider (the synthetic source's own drawing: legs 1-3 px) on a smooth
+    texture, its true box as the det box."""
+    from spidergan.sources.synthetic import draw_spider
+    from spider_pictures import texture
+
+    rng = np.random.default_rng(i)
+    rgb, m = texture(rng, 256, 256), np.zeros((256, 256), np.uint8)
+    box = draw_spider(rgb, rng, 180, (128, 128), kind=kind, mask=m)
+    return Image.fromarray(rgb), m > 0, {"box": [0, 0, 256, 256], "det_box": box}
+
+
+def test_grabcut_refine_keeps_thin_legs():
+    # GrabCut's smoothness cuts 1-3 px legs and fills the gaps between them; refine adds the
+    # thin spider-coloured structures back and drops the filled-in background
+    crops = [_thin_legged_crop(i, k) for i, k in enumerate(["house", "cellar", "house", "cellar"])]
+    scores = {}
+    for refine in (True, False):
+        masker = masking.GrabCutMasker(mask_params(grabcut={"refine": refine}).grabcut)
+        scores[refine] = np.mean([masking.iou(masker(img, rec)[0] >= 128, gt)
+                                  for img, gt, rec in crops])
+    assert scores[True] >= 0.5 and scores[True] >= scores[False] + 0.1, scores
+
+
+@pytest.mark.parametrize("colour", [(128, 128, 128), (30, 200, 40)])
+def test_grabcut_blank_crop_gives_empty_mask(colour):
+    # nothing differs from the border: the core is sure spider only for GrabCut's sake
+    alpha, _ = masking.GrabCutMasker(mask_params().grabcut)(Image.new("RGB", (128, 128), colour),
+                                                             {})
+    assert not (alpha >= 128).any()
+
+
 def test_truth_mask_is_cut_with_the_crop_geometry(tmp_path):
     man, crops, raw = write_source(tmp_path, n=2)
     truth = masking.TruthMasks(raw)
@@ -279,6 +311,10 @@ def test_params_are_checked():
         mask_params(background="purple")
     with pytest.raises(params.ParamsError, match="did you mean mask.grabcut.iterations"):
         mask_params(grabcut={"iteration": 3})
+    with pytest.raises(params.ParamsError, match="mask.grabcut.median must be odd"):
+        mask_params(grabcut={"median": 4})
+    with pytest.raises(params.ParamsError, match="mask.grabcut.colour"):
+        mask_params(grabcut={"colour": "hsv"})
 
 
 def test_rembg_alpha_matting_gives_foreground(rembg_home, tiny_onnx):
