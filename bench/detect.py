@@ -66,7 +66,7 @@ def speed(p, raw: Path, model: Path, limit: int) -> None:
             return time.perf_counter() - t
 
         def bare() -> float:
-            env.configure_ultralytics()
+            env.configure_ultralytics(p.threads)  # the same torch threads as the stage
             from ultralytics import YOLO
 
             from spidergan.detect.train import pick_device

@@ -63,8 +63,11 @@ def setup(root: str | Path | None = None) -> Path:
     return state
 
 
-def configure_ultralytics() -> None:
+def configure_ultralytics(threads: int | None = None) -> None:
     """Ultralytics settings for offline use; call before the first YOLO object is built.
+
+    `threads`: torch threads on CPU (0: every core this process may run on; None: Ultralytics'
+    own choice, every core but one).
 
     Without a local Arial.ttf, Ultralytics requests the font from GitHub at every dataset
     check (a 3-second stall offline), so a local TTF is copied in under that name.
@@ -97,6 +100,23 @@ def configure_ultralytics() -> None:
         patches._pil_plugins_registered = True
     except (ImportError, AttributeError):  # other ultralytics versions: nothing to disable
         pass
+    # On CPU, Ultralytics sets torch to NUM_THREADS (cpu_count - 1) whenever it selects a device
+    # (training and the first predict); that global is the one place to choose otherwise.
+    if threads is not None:
+        try:
+            from ultralytics.utils import torch_utils
+
+            torch_utils.NUM_THREADS = threads if threads > 0 else cpu_threads()
+        except (ImportError, AttributeError):
+            pass
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _find_local_ttf() -> Path | None:

@@ -8,6 +8,7 @@ import shutil
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from spidergan import manifest
@@ -70,6 +71,19 @@ def test_train_writes_model_labels_candidates_and_metrics(project):
     # Ultralytics ran in the work folder, not in the working directory
     assert (root / "work/runs").is_dir() and not os.path.exists("runs")
     _no_network(log)
+
+
+def test_torch_uses_the_configured_cores(project):
+    """Ultralytics alone sets torch to cpu_count - 1 threads on CPU (1 of 2 cores)."""
+    import torch
+
+    from spidergan import env
+
+    root, raw, kw, report, log = project
+    assert torch.get_num_threads() == env.cpu_threads()  # threads: 0 trained on every core
+    det = predict.Detector(root / "models/detector.pt", replace(TINY, threads=1))
+    det.predict([np.zeros((96, 128, 3), np.uint8)])
+    assert torch.get_num_threads() == 1
 
 
 def test_reviewed_candidates_become_labels_and_training_is_reused(project):

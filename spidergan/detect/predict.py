@@ -38,7 +38,7 @@ class Detector:
         if not weights.is_file():
             raise DetectorError(f"detector weights not found: {weights} "
                                 "(run the train_detector stage first: dvc repro train_detector)")
-        env.configure_ultralytics()
+        env.configure_ultralytics(p.threads)
         from ultralytics import YOLO
 
         self.model = YOLO(str(weights), task="detect")

@@ -160,7 +160,7 @@ def build_dataset(work: Path, raw_dir, records: dict, train: dict, val: dict) ->
 def fit(model_src: str, data_yaml: Path, p: DetectParams, epochs: int, seed: int, run_dir: Path,
         name: str) -> tuple[Path, dict]:
     """Train one detector; returns (weights, val metrics)."""
-    env.configure_ultralytics()
+    env.configure_ultralytics(p.threads)
     from ultralytics import YOLO
 
     device = pick_device(p.device)
@@ -170,7 +170,7 @@ def fit(model_src: str, data_yaml: Path, p: DetectParams, epochs: int, seed: int
                 workers=0 if cpu else 4, amp=not cpu, seed=seed, deterministic=True,
                 project=str(run_dir), name=name, exist_ok=True, plots=False, val=False,
                 verbose=False, optimizer=p.optimizer, lr0=p.lr0, warmup_epochs=p.warmup_epochs,
-                mosaic=p.mosaic, close_mosaic=min(p.close_mosaic, epochs),
+                mosaic=p.mosaic, close_mosaic=min(p.close_mosaic, epochs), flipud=p.flipud,
                 # one optimizer step per batch: with ~100 images an epoch is a handful of batches,
                 # and Ultralytics' nominal batch of 64 would leave a quarter as many steps
                 nbs=p.batch,
