@@ -139,9 +139,9 @@ def _candidates(image_id: str, p: CropParams, detections: dict | None, truth: di
         return [], ("no_detection", "no record in the detections file")
     if d.get("status", "ok") != "ok":
         return [], ("detection_error", str(d.get("reason", "")))
-    boxes = d.get("boxes", [])
-    boxes = reviewed.apply(image_id, boxes) if reviewed is not None else \
-        [dict(b, index=n, review=None) for n, b in enumerate(boxes)]
+    if reviewed is None:  # no review log: every box unreviewed
+        reviewed = review_decisions.DetectionDecisions({})
+    boxes = reviewed.apply(image_id, d.get("boxes", []))
     return [Candidate(b["index"], list(b["box"]), float(b.get("conf", 1.0)), review=b["review"])
             for b in boxes if int(b.get("cls", 0)) == 0], None
 

@@ -120,8 +120,8 @@ def load_gray(src, *, draft: tuple[int, int] | None = None, max_pixels: int = DE
                 return fast.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else fast
             im.draft("L", (max(1, int(draft[0])), max(1, int(draft[1]))))
         im.load()
-        if orientation != 1:
-            im = ImageOps.exif_transpose(im)
+        if orientation in _TRANSPOSE:
+            im = im.transpose(_TRANSPOSE[orientation])
         if im.mode == "L":
             return im
         if im.mode == "RGB":
@@ -131,7 +131,8 @@ def load_gray(src, *, draft: tuple[int, int] | None = None, max_pixels: int = DE
         raise ImageRejected("corrupt", str(e)) from None
 
 
-# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose)
+# EXIF orientation -> the transpose that makes the image upright (ImageOps.exif_transpose's
+# mapping; the fast path's decoded pixels carry no EXIF for that function to read)
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -168,7 +169,6 @@ def _jpeg_gray_reduced(src, im: Image.Image, draft: tuple[int, int]) -> Image.Im
     if gray is None or gray.ndim != 2:
         return None
     return Image.fromarray(gray, "L")
-
 
 
 class Validated:

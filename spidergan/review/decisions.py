@@ -175,7 +175,7 @@ def fold(records: Iterable[dict], into: dict[Key, dict] | None = None) -> dict[K
 
 def latest(path: str | Path = DEFAULT_PATH) -> dict[Key, dict]:
     """The current decision per `(kind, key)`; keys that were cleared by undo are absent."""
-    return fold(iter_decisions(path))
+    return fold(manifest.iter_records(path))  # fold normalises each line once
 
 
 # --------------------------------------------------------------------------- for the stages
