@@ -369,6 +369,9 @@ class DetectParams:
     flipud: float = param(0.5, ge=0.0, le=1.0, doc="vertical flip probability (spiders have no up)")
     device: str = param("auto", doc="auto (first GPU if any, else cpu), cpu, or a CUDA index such as 0")
     threads: int = param(0, ge=0, le=1024, doc="torch threads on CPU (training, predicting); 0: every core")
+    precision: str = param("auto", choices=("auto", "fp32", "bf16"),
+                           doc="training precision; auto: bf16 on a CPU with native bf16 (AVX512-BF16, "
+                               "AMX), else fp32; on a GPU auto is Ultralytics' own AMP")
     conf: float = param(0.25, gt=0.0, lt=1.0, doc="detections below this confidence are dropped")
     iou: float = param(0.6, gt=0.0, lt=1.0, doc="NMS IoU threshold")
     max_det: int = param(20, ge=1, le=1000, doc="most boxes kept per image")

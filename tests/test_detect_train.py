@@ -181,3 +181,45 @@ def test_missing_weights_fail_fast_with_how_to(tmp_path):
         train.resolve_model("nosuchmodel.yaml", root=tmp_path)
     assert time.time() - t0 < 10
     assert train.resolve_model("yolo11n.yaml", root=tmp_path) == "yolo11n.yaml"
+
+
+def test_our_model_config_resolves_and_builds(tmp_path):
+    """The committed detector config ships in the package; a project file of the same name wins."""
+    from ultralytics import YOLO
+
+    src = train.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path)
+    assert src == str(train.CONFIGS / "yolo11-tiny-p45.yaml")
+    model = YOLO(src).model
+    assert [int(s) for s in model.stride] == [16, 32]            # no P3/8 output
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000  # yolo11n has 2.6 M
+    (tmp_path / "yolo11-tiny-p45.yaml").write_text((train.CONFIGS / "yolo11-tiny-p45.yaml").read_text())
+    assert train.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path) == str(tmp_path / "yolo11-tiny-p45.yaml")
+
+
+def test_precision_picks_the_amp_argument():
+    import torch
+
+    assert train.amp_arg("fp32", cpu=True) is False
+    assert train.amp_arg("fp32", cpu=False) is False
+    assert train.amp_arg("auto", cpu=False) is True          # GPU: Ultralytics' own AMP check
+    assert train.amp_arg("bf16", cpu=False) == "bf16"
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert train.amp_arg("auto", cpu=True) == ("bf16" if native else False)
+    assert train.amp_arg("bf16", cpu=True) == "bf16"
+
+
+def test_cpu_bf16_autocast_is_what_the_trainer_uses():
+    """Ultralytics' own helper raises for bf16 off CUDA; after amp_arg the trainer's helper
+    gives a CPU bf16 autocast, and every other call still goes to the original."""
+    import torch
+    from ultralytics.engine import trainer as T
+
+    train.amp_arg("bf16", cpu=True)
+    wrapped = T.autocast
+    train.amp_arg("bf16", cpu=True)
+    assert T.autocast is wrapped                # wrapped once, not once per training
+    with T.autocast(torch.bfloat16, device="cpu"):
+        y = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
+    assert y.dtype == torch.bfloat16
+    with T.autocast(False, device="cpu"):
+        assert torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4)).dtype == torch.float32
