@@ -13,10 +13,11 @@ relative to `data/crops/`). Output, `data/masked/`:
 
 Three maskers (`mask.method`):
 
-* `grabcut`: OpenCV GrabCut seeded from the crop's known geometry: outside the detector box
-  (mapped into the crop) is sure background; inside, colour models of that border and of the
-  box's core label pixels probable spider or background; GrabCut's result is then refined per
-  pixel (thin legs added back, filled-in background dropped). Needs no weights (the default).
+* `grabcut`: GrabCut (colour models + graph cut, our own cut for the terms OpenCV's lacks)
+  seeded from the crop's known geometry: outside the detector box (mapped into the crop) is
+  sure background; inside, colour models of that border and of the box's core label pixels
+  spider or background; the cut adds a centre prior and a shadow model, and the result is
+  refined per pixel (thin legs added back). Needs no weights (the default).
 * `rembg`: any rembg model by name, or a local ONNX file through rembg's `u2net_custom` session.
   One session per run. Weights are never fetched at run time: a missing file fails at once
   with its name and the command that fetches it, and leaves no folder behind.
@@ -271,19 +272,33 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
 
     Seeding: everything outside `rect` is sure background. A colour model of that border and
     one of the core disc (its `core_share` least border-like pixels) label the box: pixels
-    `seed_llr` more likely spider than border start as probable spider, the rest as probable
-    background, and core pixels that clear `seed_llr` are sure spider. A rectangle of
-    "probably spider" instead lets the background inside the box (~90% of it, for a
-    thin-legged spider) train the spider model. With `refine`, GrabCut's own final models
-    then decide per pixel: GrabCut's fixed smoothness term fills the gaps between legs and
-    the body and cuts thin legs, so pixels its models call background are dropped and thin
-    (black-/top-hat) spider-coloured structures touching the mask are added back.
+    `seed_llr` more likely spider than border start as spider, the rest as background, and
+    core pixels that clear `seed_llr` are sure spider. A rectangle of "probably spider"
+    instead lets the background inside the box (~90% of it, for a thin-legged spider) train
+    the spider model.
+
+    Then `iterations` GrabCut rounds: fit a colour model (GMM) to each side's pixels, then
+    label every pixel by a minimum graph cut of colour log-likelihood ratio + centre prior +
+    contrast-sensitive smoothness (`smoothness`). The cut is our own (scipy's max-flow):
+    OpenCV's grabCut fixes the smoothness weight at 50, which fills the gaps between legs and
+    cuts legs 1-3 px wide, and it takes no prior. The two extra terms:
+
+    * centre prior: a tight detector box around a radially built animal is spider at its
+      centre and mostly background towards its sides (+`centre_prior` log-odds at the centre,
+      falling linearly to 0 at `centre_prior_radius`, 1 = the box's side midpoints);
+    * shadows: every object casts one, darker than, but of the hue of, what lies under it; the
+      border's colours darkened by the `shadow` factors form a second background model
+      (handicapped by `shadow_penalty`, since dark spiders look like deep shadow).
+
+    With `refine`, the final models then decide per pixel (background = either side's model,
+    the border's or the shadow model), and thin (black-/top-hat) spider-coloured structures
+    touching the mask are added back.
     """
     import cv2
 
     w, h = img.size
     scale = gp.work_size / max(w, h)  # upscaling helps too: legs grow wider than the
-    # boundary they cost under GrabCut's smoothness term
+    # boundary they cost under the smoothness term
     ww, wh = max(8, round(w * scale)), max(8, round(h * scale))
     small = img.resize((ww, wh), Image.Resampling.BILINEAR) if (ww, wh) != (w, h) else img
     rgb = np.ascontiguousarray(np.asarray(small, np.uint8))
@@ -298,34 +313,49 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
     # a spider's body sits near the centre of its leg span: the core disc anchors the spider
     # colour model (thin-legged spiders cover ~10% of their box)
     cx, cy, r = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2, gp.core * side
-    yy, xx = np.ogrid[0:wh, 0:ww]
+    yy, xx = np.mgrid[0:wh, 0:ww]
     disc = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) & inside
     X = feat.reshape(-1, 3).astype(np.float64)
-    cv2.setRNGSeed(0)  # k-means starts (ours and GrabCut's): same crop, same mask, in any order
-    border = _Gmm.fit(X[~inside.ravel()])
+    cv2.setRNGSeed(0)  # k-means starts: same crop, same mask, in any order
+    outside = ~inside
+    border = _Gmm.fit(X[outside.ravel()])
     border_ll = border.loglik(X).reshape(wh, ww)
-    gc = np.full((wh, ww), cv2.GC_BGD, np.uint8)
-    gc[inside] = cv2.GC_PR_FGD
+    shadow_ll = np.full((wh, ww), -np.inf)
+    if gp.shadow:
+        under = rgb.reshape(-1, 3)[outside.ravel()]
+        dark = np.concatenate([_darken(under, k) for k in gp.shadow])[None]
+        dark = cv2.cvtColor(dark, cv2.COLOR_RGB2LAB) if gp.colour == "lab" else dark[:, :, ::-1]
+        shadow_ll = (_Gmm.fit(dark.reshape(-1, 3).astype(np.float64)).loglik(X).reshape(wh, ww)
+                     - gp.shadow_penalty)
+    fg = inside.copy()
+    sure = np.zeros_like(disc)
     seeds = np.zeros_like(disc)
     if disc.any():
         train = disc & (border_ll <= np.percentile(border_ll[disc], 100 * gp.core_share))
         llr = _Gmm.fit(X[train.ravel()]).loglik(X).reshape(wh, ww) - border_ll
-        gc[inside & (llr < gp.seed_llr)] = cv2.GC_PR_BGD
+        fg &= llr >= gp.seed_llr
         seeds = train & (llr >= gp.seed_llr)
-        # the core looks like the border: GrabCut still needs sure spider, so trust the geometry
+        # the core looks like the border: the cut still needs sure spider, so trust the geometry
         # there, but let refine overrule it (a blank crop must come out empty, not as a disc)
-        gc[seeds if seeds.sum() >= 0.2 * train.sum() else train] = cv2.GC_FGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(feat, gc, None, bgd, fgd, gp.iterations, cv2.GC_INIT_WITH_MASK)
-    fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+        sure = seeds if seeds.sum() >= 0.2 * train.sum() else train
+        fg |= sure
+    # normalised (elliptic) distance from the box centre: 1 at the side midpoints
+    rr = np.hypot((xx - cx) / max(1.0, (x1 - x0) / 2), (yy - cy) / max(1.0, (y1 - y0) / 2))
+    prior = gp.centre_prior * (1.0 - rr / gp.centre_prior_radius)
+    grid = _Grid(feat, gp.smoothness)
+    fgm = bgm = None
+    for _ in range(gp.iterations):
+        fgm = _Gmm.fit(X[fg.ravel()]) if fgm is None else fgm.refit(X[fg.ravel()])
+        bgm = _Gmm.fit(X[~fg.ravel()]) if bgm is None else bgm.refit(X[~fg.ravel()])
+        fg_ll, bg_ll = fgm.loglik(X).reshape(wh, ww), bgm.loglik(X).reshape(wh, ww)
+        fg = grid.cut(fg_ll - np.maximum(bg_ll, shadow_ll) + prior, outside, sure)
     if gp.refine:
-        # background by either GrabCut's final model or the border's: its model drifts towards
-        # whatever it filled in
-        llr = (_Gmm.from_grabcut(fgd).loglik(X)
-               - np.maximum(_Gmm.from_grabcut(bgd).loglik(X), border_ll.ravel())).reshape(wh, ww)
+        # background by either side's final model, the border's or the shadows': the
+        # background model drifts away from whatever the spider side took in
+        llr = fg_ll - np.maximum(np.maximum(bg_ll, border_ll), shadow_ll)
         spider = llr > 1e-3  # ties (a blank crop, where both models agree) go to background
         kept = fg & (spider | seeds)
-        if gp.rim:  # edge pixels mix both colours: give back GrabCut's rim around what stays
+        if gp.rim:  # edge pixels mix both colours: give back the cut's rim around what stays
             el = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gp.rim + 1, 2 * gp.rim + 1))
             kept |= fg & cv2.dilate(kept.astype(np.uint8), el).astype(bool)
         fg = kept
@@ -343,7 +373,11 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
     if (ww, wh) != (w, h):
         soft = soft.resize((w, h), Image.Resampling.BILINEAR)
     if gp.feather > 0:
-        soft = soft.filter(ImageFilter.GaussianBlur(gp.feather))
+        # the feather softens the edge for compositing but must not decide what is spider: a
+        # blur would fade legs 1-2 px wide below half alpha
+        spider = np.asarray(soft) >= 128
+        blurred = np.asarray(soft.filter(ImageFilter.GaussianBlur(gp.feather)))
+        return np.where(spider, np.maximum(blurred, 128), np.minimum(blurred, 127)).astype(np.uint8)
     return np.asarray(soft, np.uint8).copy()
 
 
@@ -372,16 +406,103 @@ class _Gmm:
         return cls([len(p) / len(x) for p in parts], [p.mean(0) for p in parts],
                    [np.cov(p.T) + np.eye(3) for p in parts])
 
-    @classmethod
-    def from_grabcut(cls, model: np.ndarray, k: int = 5) -> "_Gmm":
-        """OpenCV's GrabCut model array: k weights, k x 3 means, k x 3x3 covariances."""
-        m = model.ravel()
-        return cls(m[:k], m[k:4 * k].reshape(k, 3), m[4 * k:].reshape(k, 3, 3))
+    def refit(self, x: np.ndarray) -> "_Gmm":
+        """GrabCut's model update: each pixel to its likeliest component, then re-estimate."""
+        if len(x) < 20:
+            return _Gmm.fit(x)
+        part = np.argmax(self._terms(x), axis=0)
+        parts = [x[part == j] for j in range(len(self.parts))]
+        parts = [p for p in parts if len(p) >= 4]
+        return _Gmm([len(p) / len(x) for p in parts], [p.mean(0) for p in parts],
+                    [np.cov(p.T) + np.eye(3) for p in parts])
+
+    def _terms(self, x: np.ndarray) -> np.ndarray:
+        """Per component: log(weight * density) of each row of x, but for the shared constant."""
+        out = np.empty((len(self.parts), len(x)))
+        for j, (lw, mu, inv, logdet) in enumerate(self.parts):
+            d = x - mu
+            out[j] = lw - 0.5 * (np.einsum("ij,ij->i", d @ inv, d) + logdet)
+        return out
 
     def loglik(self, x: np.ndarray) -> np.ndarray:
-        terms = [lw - 0.5 * (np.einsum("ni,ij,nj->n", x - mu, inv, x - mu) + logdet)
-                 for lw, mu, inv, logdet in self.parts]
-        return np.logaddexp.reduce(np.stack(terms), axis=0)
+        t = self._terms(x)
+        top = t.max(0)
+        return top + np.log(np.exp(t - top).sum(0))
+
+
+class _Grid:
+    """The 8-neighbour pixel graph of an image with GrabCut's contrast-sensitive weights
+    (gamma / distance * exp(-beta |colour difference|^2), beta from the mean difference), and
+    its minimum cut under per-pixel log-odds (scipy's max-flow)."""
+
+    def __init__(self, feat: np.ndarray, gamma: float):
+        h, w = feat.shape[:2]
+        f = feat.astype(np.float32)
+        idx = np.arange(h * w).reshape(h, w)
+        whole, head, tail = slice(None), slice(0, -1), slice(1, None)
+        a, b, d2, dist = [], [], [], []
+        for (sa, sb), dd in (((whole, head), (whole, tail)), 1.0), (((head, whole), (tail, whole)), 1.0), \
+                            (((head, head), (tail, tail)), math.sqrt(2)), (((head, tail), (tail, head)), math.sqrt(2)):
+            a.append(idx[sa].ravel())
+            b.append(idx[sb].ravel())
+            d2.append(((f[sa] - f[sb]) ** 2).sum(-1).ravel())
+            dist.append(np.full(a[-1].size, dd))
+        self.a, self.b = np.concatenate(a), np.concatenate(b)
+        d2 = np.concatenate(d2)
+        beta = 1.0 / (2.0 * float(d2.mean()) + 1e-6)
+        self.w = gamma / np.concatenate(dist) * np.exp(-beta * d2)
+        self.n = h * w
+        # a pixel's neighbours weigh at most this together: log-odds beyond it decide alone, so
+        # costs clipped there leave the cut unchanged (and integer capacities small)
+        self.cap = gamma * (4 + 4 / math.sqrt(2)) + 1.0
+
+    def cut(self, logodds: np.ndarray, sure_bg: np.ndarray, sure_fg: np.ndarray) -> np.ndarray:
+        """Labels (bool, True = spider) minimising the sum of |log-odds| over pixels labelled
+        against their sign + the weights of neighbour pairs labelled apart."""
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+        lo = logodds.ravel().astype(np.float64)
+        free = ~sure_bg.ravel()
+        cost_fg, cost_bg = np.maximum(-lo, 0.0), np.maximum(lo, 0.0)
+        # sure background is no node: its edges charge a free neighbour labelled spider
+        fa, fb = free[self.a], free[self.b]
+        np.add.at(cost_fg, self.a[fa & ~fb], self.w[fa & ~fb])
+        np.add.at(cost_fg, self.b[fb & ~fa], self.w[fb & ~fa])
+        cost_fg, cost_bg = np.minimum(cost_fg, self.cap), np.minimum(cost_bg, self.cap)
+        sure = sure_fg.ravel()
+        cost_fg[sure], cost_bg[sure] = 0.0, self.cap  # more than all its neighbours: never cut
+        both = fa & fb
+        nf = int(free.sum())
+        node = np.full(self.n, -1, np.int64)
+        node[free] = np.arange(nf)
+        src, snk = nf, nf + 1
+        ids = np.arange(nf)
+        pa, pb, pw = node[self.a[both]], node[self.b[both]], self.w[both]
+        rows = np.concatenate([np.full(nf, src), ids, pa, pb])
+        cols = np.concatenate([ids, np.full(nf, snk), pb, pa])
+        caps = np.concatenate([cost_bg[free], cost_fg[free], pw, pw])
+        # integer capacities (max-flow wants them) at up to 1/64 nat, the total flow in int32
+        scale = min(64.0, 2.0 ** 30 / max(1.0, nf * self.cap))
+        caps = np.round(caps * scale).astype(np.int32)
+        keep = caps > 0
+        graph = csr_matrix((caps[keep], (rows[keep], cols[keep])), shape=(nf + 2, nf + 2))
+        flow = maximum_flow(graph, src, snk, method="dinic").flow
+        residual = graph - flow  # what can still flow; the source's side of the cut is spider
+        residual.data = (residual.data > 0).astype(np.int32)
+        residual.eliminate_zeros()
+        reach = breadth_first_order(residual, src, directed=True, return_predecessors=False)
+        side = np.zeros(nf + 2, bool)
+        side[reach] = True
+        out = np.zeros(self.n, bool)
+        out[free] = side[:nf]
+        return out.reshape(logodds.shape)
+
+
+def _darken(rgb: np.ndarray, light: float) -> np.ndarray:
+    """sRGB colours (N x 3 uint8) with only `light` of their light left: in shadow."""
+    lin = (rgb.astype(np.float32) / 255.0) ** 2.2 * light
+    return np.clip(lin ** (1 / 2.2) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _touching(cand: np.ndarray, anchor: np.ndarray) -> np.ndarray:

@@ -180,7 +180,26 @@ class EvaluateParams:
 # --------------------------------------------------------------------------- mask
 @section
 class GrabCutParams:
-    iterations: int = param(5, ge=1, le=50, doc="GrabCut EM iterations")
+    iterations: int = param(4, ge=1, le=50,
+                            doc="GrabCut rounds: fit a colour model to each side, then cut (the "
+                                "first spider model lacks the mixed colours of leg edges; each "
+                                "round grows the legs by them)")
+    smoothness: float = param(5.0, ge=0.0, le=100.0,
+                              doc="weight (log-odds) of labelling two similar neighbours apart; "
+                                  "OpenCV's grabCut fixes it at 50, which cuts thin legs")
+    centre_prior: float = param(2.0, ge=0.0, le=20.0,
+                                doc="log-odds for spider at the box centre, falling linearly with the "
+                                    "distance from it; 0 = none (a tight box around a radially built "
+                                    "animal is spider at its centre, background towards its sides)")
+    centre_prior_radius: float = param(0.5, gt=0.0, le=2.0,
+                                       doc="distance from the centre where that prior crosses zero "
+                                           "(1 = the box's side midpoints; box-normalised, elliptic)")
+    shadow: tuple[float, ...] = param(default_factory=lambda: (0.3, 0.6),
+                                      doc="light left in a shadow: the border's colours darkened by "
+                                          "these factors also count as background; () = none")
+    shadow_penalty: float = param(1.0, ge=0.0, le=50.0,
+                                  doc="log-likelihood handicap of that shadow model (a dark spider "
+                                      "looks like deep shadow)")
     margin: float = param(0.12, ge=0.0, lt=0.5,
                           doc="border band (share of the crop side) seeded as sure background when "
                               "the crop record has no det_box; keep it below the crop margin")
@@ -203,11 +222,11 @@ class GrabCutParams:
                             doc="log-likelihood ratio (spider vs border colour model) a pixel in the "
                                 "box needs to start as probable spider, and a core pixel to be sure "
                                 "spider; the rest of the box starts as probable background")
-    refine: bool = param(True, doc="after GrabCut, drop pixels its colour models call background and "
-                                   "add thin spider-coloured structures (legs) touching the mask: "
-                                   "GrabCut's fixed smoothness fills leg gaps and cuts thin legs")
+    refine: bool = param(True, doc="after the cut, drop pixels its colour models (or the border's, "
+                                   "or the shadow model) call background and add thin "
+                                   "spider-coloured structures (legs) touching the mask")
     rim: int = param(1, ge=0, le=10,
-                     doc="pixels (at work size) of GrabCut's mask kept around what refine keeps: "
+                     doc="pixels (at work size) of the cut's mask kept around what refine keeps: "
                          "edge pixels mix spider and background colours")
     thin_contrast: float = param(25.0, ge=0.0, le=255.0,
                                  doc="black-hat/top-hat response (grey levels) a pixel needs to be "
@@ -227,6 +246,8 @@ class GrabCutParams:
     def validate(self):
         if self.median and self.median % 2 == 0:
             raise ParamsError(f"median must be odd or 0, got {self.median}")
+        if any(not 0.0 < k < 1.0 for k in self.shadow):
+            raise ParamsError(f"shadow: light factors must lie in (0, 1), got {list(self.shadow)}")
 
 
 @section
