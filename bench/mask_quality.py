@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -73,6 +75,8 @@ def main() -> None:
     ap.add_argument("--jitter", type=float, default=0.05)
     ap.add_argument("--methods", default="none,grabcut")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grabcut", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a mask.grabcut param, e.g. --grabcut cut=opencv (repeatable)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -81,6 +85,12 @@ def main() -> None:
 
     env.setup(ROOT)
     p = params.load(ROOT / "params.yaml")
+    overrides = {}
+    for kv in args.grabcut:
+        key, _, value = kv.partition("=")
+        overrides[key] = yaml.safe_load(value)  # typed like params.yaml: 5 -> int, [] -> list
+    if overrides:
+        print(f"mask.grabcut overrides: {overrides}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.crops:
@@ -102,8 +112,9 @@ def main() -> None:
         print(f"mask quality on the synthetic source: {how}")
         res = {}
         for method in args.methods.split(","):
-            mp = params.from_dict({**params.to_dict(p), "mask": {**params.to_dict(p.mask),
-                                                                  "method": method}}).mask
+            mp = params.from_dict({**params.to_dict(p), "mask": {
+                **params.to_dict(p.mask), "method": method,
+                "grabcut": {**params.to_dict(p.mask.grabcut), **overrides}}}).mask
             t = time.perf_counter()
             m = masking.run(mp, seed=p.seed, manifest_path=man, images_root=crops,
                             out=tmp / f"masked-{method}", raw_root=raw, metrics_path=None,

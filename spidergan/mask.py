@@ -342,13 +342,16 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
     # normalised (elliptic) distance from the box centre: 1 at the side midpoints
     rr = np.hypot((xx - cx) / max(1.0, (x1 - x0) / 2), (yy - cy) / max(1.0, (y1 - y0) / 2))
     prior = gp.centre_prior * (1.0 - rr / gp.centre_prior_radius)
-    grid = _Grid(feat, gp.smoothness)
-    fgm = bgm = None
-    for _ in range(gp.iterations):
-        fgm = _Gmm.fit(X[fg.ravel()]) if fgm is None else fgm.refit(X[fg.ravel()])
-        bgm = _Gmm.fit(X[~fg.ravel()]) if bgm is None else bgm.refit(X[~fg.ravel()])
-        fg_ll, bg_ll = fgm.loglik(X).reshape(wh, ww), bgm.loglik(X).reshape(wh, ww)
-        fg = grid.cut(fg_ll - np.maximum(bg_ll, shadow_ll) + prior, outside, sure)
+    if gp.cut == "opencv":
+        fg, fg_ll, bg_ll = _opencv_grabcut(feat, X, inside, fg, sure, gp.iterations)
+    else:
+        grid = _Grid(feat, gp.smoothness)
+        fgm = bgm = None
+        for _ in range(gp.iterations):
+            fgm = _Gmm.fit(X[fg.ravel()]) if fgm is None else fgm.refit(X[fg.ravel()])
+            bgm = _Gmm.fit(X[~fg.ravel()]) if bgm is None else bgm.refit(X[~fg.ravel()])
+            fg_ll, bg_ll = fgm.loglik(X).reshape(wh, ww), bgm.loglik(X).reshape(wh, ww)
+            fg = grid.cut(fg_ll - np.maximum(bg_ll, shadow_ll) + prior, outside, sure)
     if gp.refine:
         # background by either side's final model, the border's or the shadows': the
         # background model drifts away from whatever the spider side took in
@@ -381,6 +384,24 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
     return np.asarray(soft, np.uint8).copy()
 
 
+def _opencv_grabcut(feat: np.ndarray, X: np.ndarray, inside: np.ndarray, fg: np.ndarray,
+                    sure: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's own grabCut from the same seeds (`grabcut.cut: opencv`): its smoothness is fixed
+    (50) and it takes no prior, so `smoothness` and `centre_prior` do not apply. Returns the
+    labels and the per-pixel log-likelihoods of its final spider and background models."""
+    import cv2
+
+    gc = np.full(fg.shape, cv2.GC_BGD, np.uint8)
+    gc[inside] = cv2.GC_PR_BGD
+    gc[fg & inside] = cv2.GC_PR_FGD
+    gc[sure] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(feat, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    out = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+    return (out, _Gmm.from_grabcut(fgd).loglik(X).reshape(fg.shape),
+            _Gmm.from_grabcut(bgd).loglik(X).reshape(fg.shape))
+
+
 class _Gmm:
     """A full-covariance Gaussian mixture over pixel colours (float64 N x 3)."""
 
@@ -405,6 +426,12 @@ class _Gmm:
         parts = [p for p in parts if len(p) >= 2]
         return cls([len(p) / len(x) for p in parts], [p.mean(0) for p in parts],
                    [np.cov(p.T) + np.eye(3) for p in parts])
+
+    @classmethod
+    def from_grabcut(cls, model: np.ndarray, k: int = 5) -> "_Gmm":
+        """OpenCV's grabCut model array: k weights, k x 3 means, k x 3x3 covariances."""
+        m = model.ravel()
+        return cls(m[:k], m[k:4 * k].reshape(k, 3), m[4 * k:].reshape(k, 3, 3))
 
     def refit(self, x: np.ndarray) -> "_Gmm":
         """GrabCut's model update: each pixel to its likeliest component, then re-estimate."""

@@ -184,6 +184,11 @@ class GrabCutParams:
                             doc="GrabCut rounds: fit a colour model to each side, then cut (the "
                                 "first spider model lacks the mixed colours of leg edges; each "
                                 "round grows the legs by them)")
+    cut: str = param("own", choices=("own", "opencv"),
+                     doc="the graph cut of each round: our own (scipy max-flow; takes smoothness, "
+                         "centre_prior and the shadow model) or OpenCV's grabCut (smoothness fixed "
+                         "at 50, no prior: fills leg gaps, cuts thin legs; the shadow model then "
+                         "only enters refine)")
     smoothness: float = param(5.0, ge=0.0, le=100.0,
                               doc="weight (log-odds) of labelling two similar neighbours apart; "
                                   "OpenCV's grabCut fixes it at 50, which cuts thin legs")
