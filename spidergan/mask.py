@@ -339,12 +339,12 @@ def grabcut_alpha(img: Image.Image, rect: tuple[int, int, int, int],
         # there, but let refine overrule it (a blank crop must come out empty, not as a disc)
         sure = seeds if seeds.sum() >= 0.2 * train.sum() else train
         fg |= sure
-    # normalised (elliptic) distance from the box centre: 1 at the side midpoints
-    rr = np.hypot((xx - cx) / max(1.0, (x1 - x0) / 2), (yy - cy) / max(1.0, (y1 - y0) / 2))
-    prior = gp.centre_prior * (1.0 - rr / gp.centre_prior_radius)
     if gp.cut == "opencv":
         fg, fg_ll, bg_ll = _opencv_grabcut(feat, X, inside, fg, sure, gp.iterations)
     else:
+        # normalised (elliptic) distance from the box centre: 1 at the side midpoints
+        rr = np.hypot((xx - cx) / max(1.0, (x1 - x0) / 2), (yy - cy) / max(1.0, (y1 - y0) / 2))
+        prior = gp.centre_prior * (1.0 - rr / gp.centre_prior_radius)
         grid = _Grid(feat, gp.smoothness)
         fgm = bgm = None
         for _ in range(gp.iterations):
@@ -422,9 +422,13 @@ class _Gmm:
         _, labels, _ = cv2.kmeans(x, k, None, (cv2.TERM_CRITERIA_MAX_ITER, 10, 0), 1,
                                   cv2.KMEANS_PP_CENTERS)
         labels = labels.ravel()
-        parts = [x[labels == j].astype(np.float64) for j in range(k)]
-        parts = [p for p in parts if len(p) >= 2]
-        return cls([len(p) / len(x) for p in parts], [p.mean(0) for p in parts],
+        return cls._from_parts([x[labels == j].astype(np.float64) for j in range(k)], len(x), 2)
+
+    @classmethod
+    def _from_parts(cls, parts: list[np.ndarray], n: int, least: int) -> "_Gmm":
+        """One Gaussian per group of pixels (of `n` in all) holding at least `least` of them."""
+        parts = [p for p in parts if len(p) >= least]
+        return cls([len(p) / n for p in parts], [p.mean(0) for p in parts],
                    [np.cov(p.T) + np.eye(3) for p in parts])
 
     @classmethod
@@ -438,10 +442,7 @@ class _Gmm:
         if len(x) < 20:
             return _Gmm.fit(x)
         part = np.argmax(self._terms(x), axis=0)
-        parts = [x[part == j] for j in range(len(self.parts))]
-        parts = [p for p in parts if len(p) >= 4]
-        return _Gmm([len(p) / len(x) for p in parts], [p.mean(0) for p in parts],
-                    [np.cov(p.T) + np.eye(3) for p in parts])
+        return _Gmm._from_parts([x[part == j] for j in range(len(self.parts))], len(x), 4)
 
     def _terms(self, x: np.ndarray) -> np.ndarray:
         """Per component: log(weight * density) of each row of x, but for the shared constant."""
