@@ -34,13 +34,10 @@ def quality(raw: Path, labels: Path, detections: Path) -> None:
     if not detections.exists() or not labels.exists():
         print(f"quality: {detections} or {labels} missing; run `dvc repro detect` first")
         return
-    truth = manifest.read_by_id(raw / "truth.jsonl")
-    if not truth:
+    fig = q.heldout_quality(raw, manifest.read(detections), labels, None)
+    if fig is None:
         print("quality: no ground truth (not the synthetic source); skipped")
         return
-    labelled = set(manifest.read_by_id(labels))
-    dets = manifest.read(detections)
-    fig, _ = q.evaluate(dets, truth, [d["id"] for d in dets if d["id"] not in labelled])
     ok = fig["map50"] is not None and fig["map50"] >= 0.90
     print(f"held-out mAP50 {fig['map50']:.3f} on {fig['images']} never-labelled images "
           f"({fig['spiders']} spiders) (goal >= 0.90: {'met' if ok else 'NOT met'}); "
@@ -50,28 +47,15 @@ def quality(raw: Path, labels: Path, detections: Path) -> None:
 
 
 def standard_map(p, raw: Path, labels: Path, model: Path, conf: float = 0.001) -> None:
-    """Held-out mAP50 with boxes down to `conf` (the usual protocol), through the stage's own
-    Detector (same imgsz, NMS and nested-box suppression)."""
-    import numpy as np
-
-    from spidergan import images
+    """Held-out mAP50 with boxes down to `conf` (the usual protocol)."""
     from spidergan.detect import quality as q
-    from spidergan.detect.predict import Detector
 
-    truth = manifest.read_by_id(raw / "truth.jsonl")
-    if not truth or not labels.exists() or not model.exists():
+    if not labels.exists() or not model.exists():
         return
-    labelled = set(manifest.read_by_id(labels))
-    recs = [r for r in manifest.read(raw / "manifest.jsonl") if r["id"] not in labelled]
-    det = Detector(model, p, conf=conf)
-    dets = []
-    for r in recs:
-        try:
-            rgb = np.asarray(images.load_rgb(raw / r["file"]))
-        except images.ImageRejected:
-            continue
-        dets.append({"id": r["id"], "status": "ok", "boxes": det.predict([rgb])[0]})
-    fig, _ = q.evaluate(dets, truth, [d["id"] for d in dets])
+    dets = q.predict_ids(model, p, raw, list(manifest.read_by_id(raw / "manifest.jsonl")), conf)
+    fig = q.heldout_quality(raw, dets, labels, None)  # keeps the never-labelled ones
+    if fig is None:
+        return
     ok = fig["map50"] is not None and fig["map50"] >= 0.90
     print(f"held-out mAP50 {fig['map50']:.3f} with boxes down to confidence {conf} (the usual "
           f"protocol; goal >= 0.90: {'met' if ok else 'NOT met'})")

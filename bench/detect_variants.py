@@ -24,17 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spidergan import env, manifest, params  # noqa: E402
-
-
-def value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def main() -> int:
@@ -44,21 +39,16 @@ def main() -> int:
     args = ap.parse_args()
     env.setup(ROOT)
     loaded = params.load(ROOT / "params.yaml")
-    base = params.to_dict(loaded.detect)
-    for kv in args.overrides:
-        k, v = kv.split("=", 1)
-        if k not in base:
-            raise SystemExit(f"detect.{k}: no such param")
-        base[k] = value(v)
-    p = params.from_dict({**params.to_dict(loaded), "detect": base}).detect
-    extra = {k: value(v) for k, v in (kv.split("=", 1) for kv in args.ultra)}
+    try:
+        loaded = params.override(loaded, [f"detect.{kv}" for kv in args.overrides])
+    except params.ParamsError as e:
+        raise SystemExit(str(e)) from None
+    p = loaded.detect
+    # typed as YAML reads them, like param overrides
+    extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.ultra)}
 
-    import numpy as np
-
-    from spidergan import images
     from spidergan.detect import quality as q
     from spidergan.detect import train as T
-    from spidergan.detect.predict import Detector
 
     raw = ROOT / "data/raw"
     records = manifest.read_by_id(raw / "manifest.jsonl")
@@ -77,12 +67,8 @@ def main() -> int:
         weights, _ = T.fit(T.resolve_model(p.model), data_yaml, p, p.epochs, loaded.seed,
                            work / "runs", "variant", extra)
         train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
-        det = Detector(weights, p, conf=0.001)
-        boxes = {}
-        for i in held:
-            rgb = np.asarray(images.load_rgb(raw / records[i]["file"]))
-            boxes[i] = det.predict([rgb])[0]
-    shown = {k: v for k, v in base.items() if k != "selftrain"}
+        boxes = {d["id"]: d["boxes"] for d in q.predict_ids(weights, p, raw, held, conf=0.001)}
+    shown = {k: v for k, v in params.to_dict(p).items() if k != "selftrain"}
     print(f"detect params: {json.dumps(shown)}" + (f"; Ultralytics: {extra}" if extra else ""))
     print(f"training {train_s:.1f} s ({train_cpu:.1f} s CPU), {p.epochs} epochs")
     for conf in (0.001, p.conf):

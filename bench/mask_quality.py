@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -85,12 +83,12 @@ def main() -> None:
 
     env.setup(ROOT)
     p = params.load(ROOT / "params.yaml")
-    overrides = {}
-    for kv in args.grabcut:
-        key, _, value = kv.partition("=")
-        overrides[key] = yaml.safe_load(value)  # typed like params.yaml: 5 -> int, [] -> list
-    if overrides:
-        print(f"mask.grabcut overrides: {overrides}")
+    if args.grabcut:
+        try:
+            p = params.override(p, [f"mask.grabcut.{kv}" for kv in args.grabcut])
+        except params.ParamsError as e:
+            raise SystemExit(str(e)) from None
+        print(f"mask.grabcut overrides: {', '.join(args.grabcut)}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.crops:
@@ -112,9 +110,7 @@ def main() -> None:
         print(f"mask quality on the synthetic source: {how}")
         res = {}
         for method in args.methods.split(","):
-            mp = params.from_dict({**params.to_dict(p), "mask": {
-                **params.to_dict(p.mask), "method": method,
-                "grabcut": {**params.to_dict(p.mask.grabcut), **overrides}}}).mask
+            mp = params.override(p, [f"mask.method={method}"]).mask
             t = time.perf_counter()
             m = masking.run(mp, seed=p.seed, manifest_path=man, images_root=crops,
                             out=tmp / f"masked-{method}", raw_root=raw, metrics_path=None,

@@ -552,6 +552,24 @@ def load(path: str | Path = "params.yaml") -> Params:
     return from_dict(data)
 
 
+def override(p: Params, assignments) -> Params:
+    """`p` with `section.key=value` assignments applied (values typed as YAML reads them: 5, 0.3,
+    [0.3, 0.6], opencv), validated like params.yaml: an unknown key or a bad value is named."""
+    data = to_dict(p)
+    for text in assignments:
+        key, eq, value = str(text).partition("=")
+        if not eq or not key:
+            raise ParamsError(f"override {text!r}: expected section.key=value")
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ParamsError(f"override {key}: {part} is not a section")
+        node[last] = yaml.safe_load(value)
+    return from_dict(data)
+
+
 def to_dict(obj) -> dict:
     """Params (or a section) as plain data, e.g. to record beside a checkpoint."""
     def conv(v):

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spidergan import manifest
+from spidergan import images, manifest
 from spidergan.detect import predict, train
 from spidergan.params import DetectParams, SelftrainParams
 
@@ -84,6 +84,26 @@ def test_torch_uses_the_configured_cores(project):
     det = predict.Detector(root / "models/detector.pt", replace(TINY, threads=1))
     det.predict([np.zeros((96, 128, 3), np.uint8)])
     assert torch.get_num_threads() == 1
+
+
+def test_predict_ids_keeps_boxes_below_the_stage_threshold(project, tmp_path):
+    from spidergan.detect import quality
+
+    root, raw, kw, report, log = project
+    ids = [r["id"] for r in manifest.read(raw / "manifest.jsonl")][:3]
+    p = replace(TINY, conf=0.5)
+    dets = quality.predict_ids(root / "models/detector.pt", p, raw, ids, conf=0.001)
+    assert [d["id"] for d in dets] == ids and all(d["status"] == "ok" for d in dets)
+    assert any(b["conf"] < 0.5 for d in dets for b in d["boxes"])  # 0.001, not the stage's 0.5
+    # the stage's own Detector: the same boxes as the stage gives at that threshold
+    stage = predict.Detector(root / "models/detector.pt", replace(p, conf=0.001))
+    rgb = np.asarray(images.load_rgb(raw / manifest.read(raw / "manifest.jsonl")[0]["file"]))
+    assert dets[0]["boxes"] and stage.predict([rgb])[0] == dets[0]["boxes"]
+    # an unreadable image is left out, not fatal
+    bad = tmp_path / "raw"
+    shutil.copytree(raw, bad)
+    (bad / manifest.read(bad / "manifest.jsonl")[0]["file"]).write_bytes(b"not an image")
+    assert [d["id"] for d in quality.predict_ids(root / "models/detector.pt", p, bad, ids)] == ids[1:]
 
 
 def test_reviewed_candidates_become_labels_and_training_is_reused(project):

@@ -92,3 +92,24 @@ def test_cli_reports_invalid_params(tmp_path, capsys):
     f.write_text("scrape:\n  synthetic:\n    count: -3\n")
     assert cli.main(["--params", str(f), "params"]) == 2
     assert "scrape.synthetic.count" in capsys.readouterr().err
+
+
+def test_override_applies_dotted_yaml_typed_assignments():
+    p = params.load(ROOT / "params.yaml")
+    q = params.override(p, ["mask.grabcut.cut=opencv", "mask.grabcut.shadow=[0.5]",
+                            "detect.epochs=70", "seed=3"])
+    assert q.mask.grabcut.cut == "opencv" and q.mask.grabcut.shadow == (0.5,)
+    assert q.detect.epochs == 70 and q.seed == 3
+    assert params.override(p, []) == p and p.seed == 0  # the original is left alone
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("mask.grabcut.cutt=own", r"unknown parameter mask\.grabcut\.cutt"),
+    ("mask.grabcut.cut=magic", r"mask\.grabcut\.cut"),
+    ("detect.epochs=-1", r"detect\.epochs"),
+    ("seed.x=1", r"seed is not a section"),
+    ("detect.epochs", r"expected section\.key=value"),
+])
+def test_override_names_the_bad_key(assignment, message):
+    with pytest.raises(ParamsError, match=message):
+        params.override(params.from_dict({}), [assignment])

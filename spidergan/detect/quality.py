@@ -167,6 +167,26 @@ def contact_sheet(raw_dir, fails: list, path, tile: int = 192, cols: int = 6,
     return len(tiles)
 
 
+def predict_ids(weights, p, raw_dir, ids, conf: float = 0.001) -> list[dict]:
+    """Detections of images `ids` of `raw_dir`, shaped as the detect stage records them, with
+    every box down to `conf`: the usual (Ultralytics val, COCO) protocol for mAP, where the
+    stage keeps only boxes above `detect.conf`. Through the stage's own Detector (same imgsz,
+    NMS and nested-box suppression); unreadable images are left out."""
+    from spidergan.detect.predict import Detector
+
+    raw_dir = Path(raw_dir)
+    records = manifest.read_by_id(raw_dir / "manifest.jsonl")
+    det = Detector(weights, p, conf=conf)
+    out = []
+    for iid in ids:
+        try:
+            rgb = np.asarray(images.load_rgb(raw_dir / records[iid]["file"]))
+        except images.ImageRejected:
+            continue
+        out.append({"id": iid, "status": "ok", "boxes": det.predict([rgb])[0]})
+    return out
+
+
 def heldout_quality(raw_dir, detections: list[dict], labels_path, failures_png) -> dict | None:
     """Quality on never-labelled images when ground truth exists; else None (and a placeholder
     sheet, so the declared plot always exists)."""
