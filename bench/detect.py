@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spidergan import env, manifest, params  # noqa: E402
+from spidergan import device, env, manifest, params  # noqa: E402
 
 
 def quality(raw: Path, labels: Path, detections: Path) -> None:
@@ -80,16 +80,13 @@ def speed(p, raw: Path, model: Path, limit: int) -> None:
             return time.perf_counter() - t
 
         def bare() -> float:
-            env.configure_ultralytics(p.threads)  # the same torch threads as the stage
-            from ultralytics import YOLO
-
-            from spidergan.detect.train import pick_device
+            from spidergan.detect.model import load_yolo  # the same torch threads as the stage
 
             t = time.perf_counter()
-            m = YOLO(str(model), task="detect")
+            m = load_yolo(model, p.threads)
             for f in files:
                 m.predict(str(f), imgsz=p.imgsz, conf=p.conf, iou=p.iou, max_det=p.max_det,
-                          device=pick_device(p.device), verbose=False)
+                          device=device.ultralytics_arg(p.device), verbose=False)
             return time.perf_counter() - t
 
         bare()  # warm-up: imports, first-call costs

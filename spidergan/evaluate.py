@@ -40,7 +40,8 @@ from spidergan import atomic, hashing, images, manifest, report, sheets
 from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan.dataset import ImageDataset
 from spidergan.gan.generate import load_generator
-from spidergan.gan.train import CHECKPOINT_NAME, generate_images, pick_device, seeded_z, to_uint8
+from spidergan.device import pick as pick_device
+from spidergan.gan.train import CHECKPOINT_NAME, generate_images, seeded_z, to_uint8
 from spidergan.metrics import copying, detector_rate
 from spidergan.metrics import fid as fidm
 from spidergan.metrics import memorization

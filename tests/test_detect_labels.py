@@ -264,7 +264,7 @@ def test_synthetic_source_labels_are_its_spiders(tmp_path):
 
 
 def test_nested_boxes_are_suppressed():
-    from spidergan.detect.predict import suppress_nested
+    from spidergan.detect.model import suppress_nested
 
     outer = {"box": [0, 0, 100, 100], "conf": 0.9}
     inner = {"box": [30, 30, 70, 70], "conf": 0.8}       # IoU 0.16: NMS keeps it

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from spidergan import images, manifest
-from spidergan.detect import predict, train
+from spidergan.detect import model, predict, train
 from spidergan.params import DetectParams, SelftrainParams
 
 from detect_toy import make_raw
@@ -81,7 +81,7 @@ def test_torch_uses_the_configured_cores(project):
 
     root, raw, kw, report, log = project
     assert torch.get_num_threads() == env.cpu_threads()  # threads: 0 trained on every core
-    det = predict.Detector(root / "models/detector.pt", replace(TINY, threads=1))
+    det = model.Detector(root / "models/detector.pt", replace(TINY, threads=1))
     det.predict([np.zeros((96, 128, 3), np.uint8)])
     assert torch.get_num_threads() == 1
 
@@ -96,7 +96,7 @@ def test_predict_ids_keeps_boxes_below_the_stage_threshold(project, tmp_path):
     assert [d["id"] for d in dets] == ids and all(d["status"] == "ok" for d in dets)
     assert any(b["conf"] < 0.5 for d in dets for b in d["boxes"])  # 0.001, not the stage's 0.5
     # the stage's own Detector: the same boxes as the stage gives at that threshold
-    stage = predict.Detector(root / "models/detector.pt", replace(p, conf=0.001))
+    stage = model.Detector(root / "models/detector.pt", replace(p, conf=0.001))
     rgb = np.asarray(images.load_rgb(raw / manifest.read(raw / "manifest.jsonl")[0]["file"]))
     assert dets[0]["boxes"] and stage.predict([rgb])[0] == dets[0]["boxes"]
     # an unreadable image is left out, not fatal
@@ -194,26 +194,26 @@ def test_detect_cache_new_images_and_bad_input(project, tmp_path):
 
 def test_missing_weights_fail_fast_with_how_to(tmp_path):
     t0 = time.time()
-    with pytest.raises(train.DetectorError) as e:
-        train.resolve_model("yolo11n.pt", root=tmp_path)
+    with pytest.raises(model.DetectorError) as e:
+        model.resolve_model("yolo11n.pt", root=tmp_path)
     assert "yolo11n.pt" in str(e.value) and "curl" in str(e.value) and "yolo11n.yaml" in str(e.value)
-    with pytest.raises(train.DetectorError, match="neither"):
-        train.resolve_model("nosuchmodel.yaml", root=tmp_path)
+    with pytest.raises(model.DetectorError, match="neither"):
+        model.resolve_model("nosuchmodel.yaml", root=tmp_path)
     assert time.time() - t0 < 10
-    assert train.resolve_model("yolo11n.yaml", root=tmp_path) == "yolo11n.yaml"
+    assert model.resolve_model("yolo11n.yaml", root=tmp_path) == "yolo11n.yaml"
 
 
 def test_our_model_config_resolves_and_builds(tmp_path):
     """The committed detector config ships in the package; a project file of the same name wins."""
     from ultralytics import YOLO
 
-    src = train.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path)
-    assert src == str(train.CONFIGS / "yolo11-tiny-p45.yaml")
+    src = model.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path)
+    assert src == str(model.CONFIGS / "yolo11-tiny-p45.yaml")
     model = YOLO(src).model
     assert [int(s) for s in model.stride] == [16, 32]            # no P3/8 output
     assert sum(p.numel() for p in model.parameters()) < 1_000_000  # yolo11n has 2.6 M
-    (tmp_path / "yolo11-tiny-p45.yaml").write_text((train.CONFIGS / "yolo11-tiny-p45.yaml").read_text())
-    assert train.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path) == str(tmp_path / "yolo11-tiny-p45.yaml")
+    (tmp_path / "yolo11-tiny-p45.yaml").write_text((model.CONFIGS / "yolo11-tiny-p45.yaml").read_text())
+    assert model.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path) == str(tmp_path / "yolo11-tiny-p45.yaml")
 
 
 def test_precision_picks_the_amp_argument():

@@ -23,68 +23,12 @@ import numpy as np
 from tqdm import tqdm
 
 from spidergan import atomic, env, images, manifest
+from spidergan.detect import quality
+from spidergan.detect.model import Detector
+from spidergan.digest import file_sha256
 from spidergan.params import DetectParams
 
 log = logging.getLogger(__name__)
-
-
-class Detector:
-    """A loaded YOLO detector predicting boxes on decoded RGB images."""
-
-    def __init__(self, weights: str | Path, p: DetectParams, conf: float | None = None):
-        from spidergan.detect.train import DetectorError, pick_device
-
-        weights = Path(weights)
-        if not weights.is_file():
-            raise DetectorError(f"detector weights not found: {weights} "
-                                "(run the train_detector stage first: dvc repro train_detector)")
-        env.configure_ultralytics(p.threads)
-        from ultralytics import YOLO
-
-        self.model = YOLO(str(weights), task="detect")
-        self.kw = dict(imgsz=p.imgsz, conf=p.conf if conf is None else conf, iou=p.iou,
-                       max_det=p.max_det, device=pick_device(p.device), verbose=False)
-        self.nested = p.nested_suppress
-
-    def predict(self, rgbs: list[np.ndarray]) -> list[list[dict]]:
-        """Boxes per image. Images of one shape go through as one batch; mixed shapes would be
-        padded to a square, which costs more than it saves on CPU."""
-        out: list = [None] * len(rgbs)
-        groups: dict = {}
-        for k, a in enumerate(rgbs):
-            groups.setdefault(a.shape, []).append(k)
-        import cv2  # an Ultralytics dependency
-
-        for ks in groups.values():
-            # cv2 swaps channels ~10x faster than a numpy negative-stride copy
-            bgr = [cv2.cvtColor(rgbs[k], cv2.COLOR_RGB2BGR) for k in ks]
-            for k, res in zip(ks, self.model.predict(bgr, **self.kw)):
-                out[k] = suppress_nested(boxes_of(res), self.nested)
-        return out
-
-
-def suppress_nested(boxes: list[dict], threshold: float) -> list[dict]:
-    """Drop a box that lies mostly (>= threshold of the smaller box) inside or around a more
-    confident one: NMS keeps an "inner" and an "outer" spider because their IoU is low, but one
-    spider gets one box. `boxes` is sorted by confidence; threshold > 1 disables this."""
-    if threshold > 1:
-        return boxes
-    from spidergan.detect.quality import ioa
-
-    kept: list[dict] = []
-    for b in boxes:
-        if all(ioa(b["box"], k["box"]) < threshold for k in kept):
-            kept.append(b)
-    return kept
-
-
-def boxes_of(res) -> list[dict]:
-    b = res.boxes
-    xyxy = b.xyxy.cpu().numpy().tolist()
-    conf = b.conf.cpu().numpy().tolist()
-    order = sorted(range(len(conf)), key=lambda i: -conf[i])
-    return [{"box": [round(float(v), 2) for v in xyxy[i]], "conf": round(float(conf[i]), 4),
-             "cls": 0} for i in order]
 
 
 def cache_file(cache_dir: Path, model_hash: str, p: DetectParams) -> Path:
@@ -100,8 +44,6 @@ def run(p: DetectParams, raw_dir="data/raw", model_path="models/detector.pt",
         metrics_path: str | Path | None = "metrics/detect.json",
         failures_png: str | Path | None = "plots/detect/failures.png") -> dict:
     """Detect spiders on every raw image; returns (and writes) the counts and quality."""
-    from spidergan.digest import file_sha256
-
     t0, c0 = time.time(), time.process_time()
     raw_dir = Path(raw_dir)
     cache_dir = Path(cache_dir) if cache_dir else env.state_dir() / "cache" / "detect"
@@ -170,8 +112,6 @@ def run(p: DetectParams, raw_dir="data/raw", model_path="models/detector.pt",
     counts["seconds"] = round(time.time() - t0, 2)
     counts["cpu_seconds"] = round(time.process_time() - c0, 2)
     if metrics_path or failures_png:
-        from spidergan.detect import quality
-
         q = quality.heldout_quality(raw_dir, ordered, labels_path, failures_png)
         if q is not None:
             counts["heldout"] = q

@@ -21,17 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from spidergan import atomic, images, manifest
-from spidergan.boxes import iou
+from spidergan.boxes import ioa, iou  # noqa: F401 (ioa: quality.ioa)
+from spidergan.detect.model import Detector
 
 IOU_MATCH = 0.5
-
-
-def ioa(a, b) -> float:
-    """Intersection over the smaller box's area."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return ix * iy / small if small > 0 else 0.0
 
 
 def average_precision(preds: dict, gts: dict, iou_thr: float = IOU_MATCH) -> float:
@@ -172,8 +165,6 @@ def predict_ids(weights, p, raw_dir, ids, conf: float = 0.001) -> list[dict]:
     every box down to `conf`: the usual (Ultralytics val, COCO) protocol for mAP, where the
     stage keeps only boxes above `detect.conf`. Through the stage's own Detector (same imgsz,
     NMS and nested-box suppression); unreadable images are left out."""
-    from spidergan.detect.predict import Detector
-
     raw_dir = Path(raw_dir)
     records = manifest.read_by_id(raw_dir / "manifest.jsonl")
     det = Detector(weights, p, conf=conf)

@@ -26,14 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from spidergan import images
+from spidergan.detect.model import Detector
 from spidergan.params import DetectParams, SelftrainParams
 from spidergan.review.decisions import DetectionDecisions
 
 
 def candidates(weights, records: dict, raw_dir, labelled: set, p: DetectParams, rnd: int) -> list:
     """Candidate boxes (conf >= accept_conf) on every unlabelled raw image."""
-    from spidergan.detect.predict import Detector
-
     todo = [r for i, r in sorted(records.items()) if i not in labelled]
     if not todo:
         return []

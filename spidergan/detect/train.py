@@ -30,71 +30,15 @@ import time
 from pathlib import Path
 
 from spidergan import atomic, env, manifest, params
+from spidergan import device as dev
 from spidergan.detect import labels as L
+from spidergan.detect import selftrain
+from spidergan.detect.model import DetectorError, resolve_model
 from spidergan.digest import file_sha256
 from spidergan.params import DetectParams
 from spidergan.review import decisions as review_decisions
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_HELP = (
-    "Nothing is downloaded at run time. To fine-tune pretrained weights (recommended when you "
-    "have internet once), download them beforehand, e.g.\n"
-    "  curl -L -o models/yolo11n.pt "
-    "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11n.pt\n"
-    "and set detect.model: models/yolo11n.pt; or train from scratch with a model YAML such as "
-    "detect.model: yolo11n.yaml.")
-
-
-# model YAMLs of our own, e.g. the committed yolo11-tiny-p45.yaml
-CONFIGS = Path(__file__).parent / "configs"
-
-
-class DetectorError(RuntimeError):
-    pass
-
-
-# --------------------------------------------------------------------------- model + device
-def resolve_model(name: str, root: str | Path | None = None) -> str:
-    """The model source to hand to Ultralytics, or raise with a clear message.
-
-    A `.pt` must exist locally (relative to the project root or absolute): Ultralytics would
-    otherwise try to download a name like `yolo11n.pt` from GitHub. A `.yaml` is taken from the
-    project if such a file exists, else from our own configs (`spidergan/detect/configs/`), else
-    from Ultralytics' bundled model configs.
-    """
-    root = Path(root) if root else env.project_root()
-    p = Path(name)
-    cand = p if p.is_absolute() else root / p
-    if name.endswith(".pt"):
-        if not cand.is_file():
-            raise DetectorError(f"detect.model: weight file not found: {cand}\n{WEIGHTS_HELP}")
-        return str(cand)
-    if name.endswith((".yaml", ".yml")):
-        if cand.is_file():
-            return str(cand)
-        ours = CONFIGS / name
-        if not p.is_absolute() and ours.is_file():
-            return str(ours)
-        env.configure_ultralytics()
-        from ultralytics.nn.tasks import yaml_model_load
-
-        try:
-            yaml_model_load(name)  # resolves scale names: yolo11n.yaml is yolo11.yaml at scale n
-        except (FileNotFoundError, AssertionError) as e:
-            raise DetectorError(f"detect.model: model YAML {name!r} is neither a file in the "
-                                f"project nor an Ultralytics model config ({e})") from None
-        return name
-    raise DetectorError(f"detect.model: {name!r} must be a model YAML (from scratch) or a .pt file")
-
-
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
-
 
 def amp_arg(precision: str, cpu: bool):
     """Ultralytics' `amp` train argument for `detect.precision` on this device.
@@ -213,7 +157,7 @@ def fit(model_src: str, data_yaml: Path, p: DetectParams, epochs: int, seed: int
     env.configure_ultralytics(p.threads)
     from ultralytics import YOLO
 
-    device = pick_device(p.device)
+    device = dev.ultralytics_arg(p.device)
     cpu = device == "cpu"
     model = YOLO(model_src)
     model.train(data=str(data_yaml), epochs=epochs, imgsz=p.imgsz, batch=p.batch, device=device,
@@ -270,8 +214,6 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
 
     `work_dir` (default `.spidergan/detect`) holds the built dataset, Ultralytics' run folders
     and the finished trainings kept for reuse."""
-    from spidergan.detect import selftrain
-
     t0, c0 = time.time(), time.process_time()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     records = manifest.read_by_id(raw_dir / "manifest.jsonl")

@@ -3,6 +3,10 @@
 Catches fakes that score well on distribution metrics but are not spiders (the original run's
 caterpillar-like blobs). Measured on the generated images and, for reference, on real training
 images at the same resolution: the real rate is the ceiling the fakes can be compared with.
+
+Through the detect stage's own `Detector` (same loader, NMS and nested-box suppression); an
+image counts when at least one box reaches the confidence, which suppression never changes
+(the most confident box is always kept).
 """
 
 from __future__ import annotations
@@ -13,50 +17,33 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from spidergan import env
+from spidergan.detect.model import Detector, DetectorMissing  # noqa: F401 (evaluate catches it)
+from spidergan.params import DetectParams
 
 
-class DetectorMissing(FileNotFoundError):
-    pass
+def load_detector(path: str | Path, threads: int = 0) -> Detector:
+    """The detector at `path`; raises DetectorMissing when there is none. Conf and image size
+    come with each `rate` call; `threads`: torch CPU threads, 0 = every core."""
+    try:
+        return Detector(path, DetectParams(threads=threads))
+    except DetectorMissing as e:
+        raise DetectorMissing(f"{e}; it measures detector_rate") from None
 
 
-def load_detector(path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise DetectorMissing(f"no detector at {path}: run the train_detector stage "
-                              f"(`dvc repro train_detector`) to measure detector_rate")
-    env.configure_ultralytics()
-    from ultralytics import YOLO
-
-    return YOLO(str(path), task="detect")
-
-
-def spider_classes(model) -> list[int] | None:
-    """Class ids named 'spider' (None = every class, for a detector without that name)."""
-    names = getattr(model, "names", None) or {}
-    ids = [int(i) for i, n in names.items() if str(n).lower() == "spider"]
-    return ids or None
-
-
-def found(model, images: Sequence[np.ndarray], conf: float, imgsz: int = 320, batch: int = 32,
-          device: str | None = None) -> np.ndarray:
+def found(detector: Detector, images: Sequence[np.ndarray], conf: float, imgsz: int = 320,
+          batch: int = 32, device: str | None = None) -> np.ndarray:
     """Per image (uint8 HWC RGB): does the detector find a spider at confidence >= conf?"""
-    classes = spider_classes(model)
+    kw = {"conf": max(float(conf), 1e-6), "imgsz": imgsz, **({"device": device} if device else {})}
     hits = []
     for i in range(0, len(images), batch):
-        # PIL in RGB: ultralytics takes numpy arrays as BGR, PIL images as RGB
-        chunk = [Image.fromarray(np.asarray(a)).resize((imgsz, imgsz), Image.BICUBIC)
+        # fakes are tiny: upscaled here with PIL's bicubic, so the detector sees imgsz pixels
+        chunk = [np.asarray(Image.fromarray(np.asarray(a)).resize((imgsz, imgsz), Image.BICUBIC))
                  for a in images[i:i + batch]]
-        kw = {"device": device} if device else {}
-        results = model.predict(chunk, conf=max(float(conf), 1e-6), imgsz=imgsz, classes=classes,
-                                verbose=False, **kw)
-        for r in results:
-            c = r.boxes.conf.cpu().numpy() if r.boxes is not None else np.zeros(0)
-            hits.append(bool((c >= conf).any()))
+        hits += [bool(boxes) for boxes in detector.predict(chunk, **kw)]  # all above conf
     return np.asarray(hits, dtype=bool)
 
 
-def rate(model, images: Sequence[np.ndarray], conf: float, **kw) -> float:
+def rate(detector: Detector, images: Sequence[np.ndarray], conf: float, **kw) -> float:
     if len(images) == 0:
         raise ValueError("detector_rate needs at least one image")
-    return float(found(model, images, conf, **kw).mean())
+    return float(found(detector, images, conf, **kw).mean())
