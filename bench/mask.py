@@ -87,7 +87,8 @@ def main() -> None:
     import torch
 
     from spidergan import env, params
-    from spidergan import mask as masking
+    from spidergan.mask import rembg as mask_rembg
+    from spidergan.mask import stage as mask_stage
     from spider_pictures import spider_crop
 
     env.setup(ROOT)
@@ -102,14 +103,14 @@ def main() -> None:
     res = {}
     for name, pp in (("none", {"method": "none"}), ("grabcut (committed params)", {}),
                      ("grabcut work_size=192", {"grabcut": {"work_size": 192}})):
-        m = masking.make_masker(params.from_dict({"mask": pp}).mask)
+        m = mask_stage.make_masker(params.from_dict({"mask": pp}).mask)
         res[name] = rate(lambda im: m(im, {}), crops)
         print(f"  {name:28s} {res[name]:8.1f} img/s")
 
     from rembg import new_session, remove
     from rembg.sessions.base import BaseSession
 
-    model = next((m for m in ("u2netp", "u2net") if _has(masking, m)), None)
+    model = next((m for m in ("u2netp", "u2net") if _has(m)), None)
     tmp = Path(tempfile.mkdtemp(dir=BaseSession.rembg_home()))
     try:
         if model:
@@ -121,7 +122,7 @@ def main() -> None:
         t = time.perf_counter()
         session = make()
         open_s = time.perf_counter() - t
-        ours = masking.RembgMasker(params.from_dict({"mask": {"method": "rembg"}}).mask,
+        ours = mask_rembg.RembgMasker(params.from_dict({"mask": {"method": "rembg"}}).mask,
                                    session=session)
         reused = rate(lambda im: ours(im, {}), crops)
         per_call = rate(lambda im: remove(im, session=make(), only_mask=True),
@@ -140,11 +141,14 @@ def main() -> None:
     print(f"  grabcut / rembg reused        {g / res['rembg']:8.2f}x")
 
 
-def _has(masking, model: str) -> bool:
+def _has(model: str) -> bool:
+    from spidergan.mask import base as mask_base
+    from spidergan.mask import rembg as mask_rembg
+
     try:
-        masking.rembg_weights(model)
+        mask_rembg.rembg_weights(model)
         return True
-    except masking.MaskError:
+    except mask_base.MaskError:
         return False
 
 

@@ -79,7 +79,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from spidergan import env, params
-    from spidergan import mask as masking
+    from spidergan.mask import stage as mask_stage
 
     env.setup(ROOT)
     p = params.load(ROOT / "params.yaml")
@@ -112,7 +112,7 @@ def main() -> None:
         for method in args.methods.split(","):
             mp = params.override(p, [f"mask.method={method}"]).mask
             t = time.perf_counter()
-            m = masking.run(mp, seed=p.seed, manifest_path=man, images_root=crops,
+            m = mask_stage.run(mp, seed=p.seed, manifest_path=man, images_root=crops,
                             out=tmp / f"masked-{method}", raw_root=raw, metrics_path=None,
                             plots_dir=tmp / f"plots-{method}")
             dt = time.perf_counter() - t

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,6 +35,27 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def adopt(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file (a download written beside `path`) onto `path`, after
+    fsync, like `atomic_path` does with its own."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def copy_file(src: str | Path, path: str | Path, link: bool = False) -> None:
+    """`src` copied to `path`; with `link`, hard-linked where the file system allows (no copy)."""
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        if link:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+                return
+            except OSError:  # another file system, or links not allowed
+                pass
+        shutil.copyfile(src, tmp)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

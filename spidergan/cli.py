@@ -74,14 +74,14 @@ def _cmd_detect(args) -> int:
 
 
 def _cmd_mask(args) -> int:
-    from spidergan import mask
+    from spidergan.mask import base, stage
 
     p = _load(args)
     try:
-        m = mask.run(p.mask, seed=p.seed, manifest_path=args.manifest, images_root=args.images,
+        m = stage.run(p.mask, seed=p.seed, manifest_path=args.manifest, images_root=args.images,
                      out=args.out, raw_root=args.raw or None, metrics_path=args.metrics,
                      plots_dir=args.plots)
-    except mask.MaskError as e:
+    except base.MaskError as e:
         print(f"spidergan mask: {e}", file=sys.stderr)
         return 1
     print(" ".join(f"{k}={v}" for k, v in m.items() if not isinstance(v, dict)))

@@ -8,10 +8,11 @@ Telemetry and auto-downloads are switched off so that nothing phones out by itse
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 from pathlib import Path
+
+from spidergan import atomic
 
 STATE_DIRNAME = ".spidergan"
 _done = False
@@ -81,9 +82,7 @@ def configure_ultralytics(threads: int | None = None) -> None:
     if not font.exists():
         src = _find_local_ttf()
         if src is not None:
-            tmp = font.with_suffix(".tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, font)
+            atomic.copy_file(src, font)
     from ultralytics import settings  # noqa: WPS433 (heavy import, only when detect runs)
 
     wanted = {"sync": False, "dvc": False, "clearml": False, "comet": False, "mlflow": False,

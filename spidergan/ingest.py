@@ -96,9 +96,7 @@ class Ingest:
             source_sha = sha256(data)
             if v.keep_original:
                 if tmp is not None:
-                    with open(tmp, "rb+") as f:
-                        os.fsync(f.fileno())
-                    os.replace(tmp, target)
+                    atomic.adopt(tmp, target)
                 else:
                     atomic.write_bytes(target, data)
                 stored_sha = source_sha

@@ -15,7 +15,10 @@ import pytest
 from PIL import Image
 
 from spidergan import env, manifest, params
-from spidergan import mask as masking
+from spidergan.mask import base as mask_base
+from spidergan.mask import grabcut as mask_grabcut
+from spidergan.mask import rembg as mask_rembg
+from spidergan.mask import stage as mask_stage
 from spider_pictures import spider_crop, write_source
 
 env.setup()
@@ -71,13 +74,13 @@ def tiny_onnx(tmp_path_factory) -> Path:
 
 def _run(p, src, out, **kw):
     man, crops, raw = src
-    return masking.run(p, seed=0, manifest_path=man, images_root=crops, out=out, raw_root=raw,
+    return mask_stage.run(p, seed=0, manifest_path=man, images_root=crops, out=out, raw_root=raw,
                        metrics_path=out.parent / "metrics" / "mask.json",
                        plots_dir=out.parent / "plots" / "mask", **kw)
 
 
 # --------------------------------------------------------------------------- GrabCut
-def test_grabcut_masks_synthetic_crops_and_resumes(tmp_path):
+def test_grabcut_masks_synthetic_crops_and_reruns_afresh(tmp_path):
     src = write_source(tmp_path / "src", n=5)
     out = tmp_path / "masked"
     m = _run(mask_params(), src, out)
@@ -95,16 +98,14 @@ def test_grabcut_masks_synthetic_crops_and_resumes(tmp_path):
         assert r["crop_file"] == f"images/{r['id']}.png" and r["provenance"]["source"] == "synthetic"
         assert 0.02 < r["mask_area"] < 0.5 and r["iou"] is not None
     sheet = Image.open(tmp_path / "plots" / "mask" / "contact_sheet.png")
-    assert sheet.width > sheet.height / 5  # original | mask | composite rows
+    assert sheet.width < sheet.height  # one crop per row: original | mask | composite
 
-    # a second run finds everything done and changes nothing
+    # a second run starts from an empty folder and writes the same bytes
     before = (out / "manifest.jsonl").read_bytes()
-    mtimes = {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()}
     assert _run(mask_params(), src, out) == m
     assert (out / "manifest.jsonl").read_bytes() == before
-    assert {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()} == mtimes
 
-    # changed params start over (a black background now)
+    # changed params: every crop redone (a black background now)
     m2 = _run(mask_params(background="black"), src, out)
     assert m2["kept"] == 5
     r = manifest.read(out / "manifest.jsonl")[1]
@@ -114,8 +115,8 @@ def test_grabcut_masks_synthetic_crops_and_resumes(tmp_path):
 
 def test_grabcut_without_geometry_uses_margin():
     img, truth = spider_crop(3)
-    alpha, fg = masking.GrabCutMasker(mask_params().grabcut)(img, {})
-    assert fg is None and masking.iou(alpha >= 128, truth) >= 0.8
+    alpha, fg = mask_grabcut.GrabCutMasker(mask_params().grabcut)(img, {})
+    assert fg is None and mask_stage.iou(alpha >= 128, truth) >= 0.8
 
 
 def _thin_legged_crop(i: int, kind: str):
@@ -137,8 +138,8 @@ def test_grabcut_keeps_thin_legs():
     crops = [_thin_legged_crop(i, k) for i, k in enumerate(["house", "cellar", "house", "cellar"])]
 
     def score(**gc):
-        masker = masking.GrabCutMasker(mask_params(grabcut=gc).grabcut)
-        return np.mean([masking.iou(masker(img, rec)[0] >= 128, gt) for img, gt, rec in crops])
+        masker = mask_grabcut.GrabCutMasker(mask_params(grabcut=gc).grabcut)
+        return np.mean([mask_stage.iou(masker(img, rec)[0] >= 128, gt) for img, gt, rec in crops])
 
     default, unrefined = score(), score(refine=False)
     opencv_like, opencv = score(refine=False, smoothness=50.0), score(refine=False, cut="opencv")
@@ -174,8 +175,8 @@ def test_grabcut_shadow_model_leaves_cast_shadows_out():
              for i, k in enumerate(["wolf", "jumper", "orb", "widow", "house", "wolf", "orb", "house"])]
 
     def score(**gc):
-        masker = masking.GrabCutMasker(mask_params(grabcut=gc).grabcut)
-        return np.mean([masking.iou(masker(img, rec)[0] >= 128, gt) for img, gt, rec in crops])
+        masker = mask_grabcut.GrabCutMasker(mask_params(grabcut=gc).grabcut)
+        return np.mean([mask_stage.iou(masker(img, rec)[0] >= 128, gt) for img, gt, rec in crops])
 
     with_shadows, without = score(), score(shadow=[])
     assert with_shadows >= 0.8 and with_shadows >= without + 0.01, (with_shadows, without)
@@ -186,38 +187,38 @@ def test_graph_cut_follows_log_odds_smoothness_and_seeds():
     none = np.zeros((24, 24), bool)
     odds = np.full((24, 24), -3.0)
     odds[6:14, 6:14] = 3.0
-    cut = masking._Grid(flat, 1.0).cut(odds, none, none)
+    cut = mask_grabcut._Grid(flat, 1.0).cut(odds, none, none)
     assert (cut == (odds > 0)).all()
     # a one-pixel line of weak evidence: kept under weak smoothness, cut under strong
     line = np.full((24, 24), -0.5)
     line[12, 2:22] = 2.0
-    assert masking._Grid(flat, 0.2).cut(line, none, none)[12, 2:22].all()
-    assert not masking._Grid(flat, 5.0).cut(line, none, none).any()
+    assert mask_grabcut._Grid(flat, 0.2).cut(line, none, none)[12, 2:22].all()
+    assert not mask_grabcut._Grid(flat, 5.0).cut(line, none, none).any()
     # sure labels hold against any evidence; a colour edge is cheap to cut along
     sure_bg, sure_fg = none.copy(), none.copy()
     sure_bg[8, 8], sure_fg[0, 0] = True, True
-    cut = masking._Grid(flat, 1.0).cut(odds, sure_bg, sure_fg)
+    cut = mask_grabcut._Grid(flat, 1.0).cut(odds, sure_bg, sure_fg)
     assert cut[0, 0] and not cut[8, 8] and cut[9, 9]
     # contrast-sensitive: weak evidence for a square survives where a colour edge outlines it
     weak = np.where(odds > 0, 0.3, -0.3)
     square = flat.copy()
     square[6:14, 6:14] = 200
-    assert not masking._Grid(flat, 2.0).cut(weak, none, none).any()
-    assert (masking._Grid(square, 2.0).cut(weak, none, none) == (odds > 0)).all()
+    assert not mask_grabcut._Grid(flat, 2.0).cut(weak, none, none).any()
+    assert (mask_grabcut._Grid(square, 2.0).cut(weak, none, none) == (odds > 0)).all()
 
 
 @pytest.mark.parametrize("cut", ["own", "opencv"])
 @pytest.mark.parametrize("colour", [(128, 128, 128), (30, 200, 40)])
 def test_grabcut_blank_crop_gives_empty_mask(colour, cut):
     # nothing differs from the border: the core is sure spider only for GrabCut's sake
-    masker = masking.GrabCutMasker(mask_params(grabcut={"cut": cut}).grabcut)
+    masker = mask_grabcut.GrabCutMasker(mask_params(grabcut={"cut": cut}).grabcut)
     alpha, _ = masker(Image.new("RGB", (128, 128), colour), {})
     assert not (alpha >= 128).any()
 
 
 def test_truth_mask_is_cut_with_the_crop_geometry(tmp_path):
     man, crops, raw = write_source(tmp_path, n=2)
-    truth = masking.TruthMasks(raw)
+    truth = mask_stage.TruthMasks(raw)
     rec = manifest.read(man)[0]  # this square runs past the top-left corner of its image
     assert rec["box"][0] < 0 or rec["box"][1] < 0
     gt = truth.mask(rec, (128, 128))
@@ -230,15 +231,15 @@ def test_truth_mask_is_cut_with_the_crop_geometry(tmp_path):
 def test_backgrounds(background):
     img, truth = spider_crop(1, size=64)
     alpha = np.where(truth, 255, 0).astype(np.uint8)
-    comp = np.asarray(masking.composite(img, alpha, background, noise_seed=7))
+    comp = np.asarray(mask_stage.composite(img, alpha, background, noise_seed=7))
     orig = np.asarray(img)
     assert (comp[truth] == orig[truth]).all()
     bg = comp[~truth]
-    if background in masking.BACKGROUND_COLOURS:
-        assert (bg == masking.BACKGROUND_COLOURS[background]).all()
+    if background in mask_stage.BACKGROUND_COLOURS:
+        assert (bg == mask_stage.BACKGROUND_COLOURS[background]).all()
     elif background == "noise":
         assert bg.std() > 50
-        again = np.asarray(masking.composite(img, alpha, background, noise_seed=7))
+        again = np.asarray(mask_stage.composite(img, alpha, background, noise_seed=7))
         assert (again == comp).all()
     else:  # blur: smoother than the original background
         assert np.abs(np.diff(comp.astype(int), axis=1))[~truth[:, 1:]].mean() < \
@@ -299,7 +300,7 @@ def test_rembg_custom_model_one_session(tmp_path, rembg_home, tiny_onnx, monkeyp
 
 def test_rembg_masks_follow_session_and_area_limits(tmp_path, rembg_home, tiny_onnx):
     """Full and empty masks from a real session are dropped; post-processing runs."""
-    session = masking.open_rembg_session(mask_params(model_path=str(tiny_onnx)))
+    session = mask_rembg.open_rembg_session(mask_params(model_path=str(tiny_onnx)))
     crops = tmp_path / "crops"
     (crops / "images").mkdir(parents=True)
     dark = np.full((96, 96, 3), 15, np.uint8)
@@ -313,8 +314,8 @@ def test_rembg_masks_follow_session_and_area_limits(tmp_path, rembg_home, tiny_o
             for n in ("full", "empty", "ok")]
     manifest.write(crops / "manifest.jsonl", recs)
     p = mask_params(method="rembg", model_path=str(tiny_onnx), post_process=True)
-    masker = masking.RembgMasker(p, session=session)
-    m = masking.run(p, seed=0, manifest_path=crops / "manifest.jsonl", images_root=crops,
+    masker = mask_rembg.RembgMasker(p, session=session)
+    m = mask_stage.run(p, seed=0, manifest_path=crops / "manifest.jsonl", images_root=crops,
                     out=tmp_path / "masked", raw_root=None, metrics_path=None, plots_dir=None,
                     masker=masker)
     rejects = manifest.read_by_id(tmp_path / "masked" / "rejects.jsonl")
@@ -329,7 +330,7 @@ def test_missing_weights_fail_fast_and_leave_nothing(tmp_path, rembg_home):
     for model, fname in (("u2net", "u2net.onnx"), ("isnet-general-use", "isnet-general-use.onnx"),
                          ("birefnet-general", "birefnet-general.onnx")):
         t = time.perf_counter()
-        with pytest.raises(masking.MissingWeights) as e:
+        with pytest.raises(mask_rembg.MissingWeights) as e:
             _run(mask_params(method="rembg", model=model), src, out)
         assert time.perf_counter() - t < 5
         msg = str(e.value)
@@ -344,16 +345,16 @@ def test_missing_weights_fail_fast_and_leave_nothing(tmp_path, rembg_home):
     want = rembg_home / "models" / "u2net" / "u2net.onnx"
     want.parent.mkdir(parents=True)
     want.write_bytes(b"weights")
-    assert masking.rembg_weights("u2net") == want
+    assert mask_rembg.rembg_weights("u2net") == want
 
 
 def test_unusable_models_and_paths_are_named(tmp_path, rembg_home):
-    with pytest.raises(masking.MaskError, match="u2netp"):
-        masking.rembg_weights("u2nett")
-    with pytest.raises(masking.MaskError, match="model_path"):
-        masking.rembg_weights("u2net_custom")
-    with pytest.raises(masking.MaskError, match="no such file"):
-        masking.place_custom_model(tmp_path / "nope.onnx")
+    with pytest.raises(mask_base.MaskError, match="u2netp"):
+        mask_rembg.rembg_weights("u2nett")
+    with pytest.raises(mask_base.MaskError, match="model_path"):
+        mask_rembg.rembg_weights("u2net_custom")
+    with pytest.raises(mask_base.MaskError, match="no such file"):
+        mask_rembg.place_custom_model(tmp_path / "nope.onnx")
 
 
 def test_cli_reports_missing_weights(tmp_path, rembg_home, capsys):
@@ -389,9 +390,9 @@ def test_params_are_checked():
 def test_rembg_alpha_matting_gives_foreground(rembg_home, tiny_onnx):
     p = mask_params(method="rembg", model_path=str(tiny_onnx), alpha_matting=True)
     img, truth = spider_crop(2, size=96)
-    alpha, fg = masking.RembgMasker(p)(img, {})
+    alpha, fg = mask_rembg.RembgMasker(p)(img, {})
     assert fg is not None and fg.size == img.size
-    assert masking.iou(alpha >= 128, truth) >= 0.7
+    assert mask_stage.iou(alpha >= 128, truth) >= 0.7
 
 
 def test_stage_script_runs_in_a_project(tmp_path):
@@ -415,18 +416,17 @@ def test_stage_script_runs_in_a_project(tmp_path):
     assert len(list((tmp_path / "data" / "masked" / "alpha").iterdir())) == 2
 
 
-def test_killed_run_resumes_with_only_the_unfinished_crop(tmp_path):
+def test_rerun_after_a_kill_leaves_nothing_stale(tmp_path):
+    """No resume (DVC empties data/masked before the stage runs): a run into a folder a killed
+    run left behind, with a half-written line and a crop no longer in the input, gives exactly
+    what a run into an empty folder gives."""
     src = write_source(tmp_path / "src", n=3)
-    out = tmp_path / "masked"
-    m = _run(mask_params(), src, out)
-    lines = (out / "manifest.jsonl").read_text().splitlines(keepends=True)
-    last = json.loads(lines[-1])
-    # killed after the first two crops, half-way through writing the third line
-    (out / "manifest.jsonl").write_text("".join(lines[:2]) + lines[2][:20])
-    (out / last["file"]).unlink()
-    kept = {f: f.stat().st_mtime_ns for f in (out / "images").iterdir()}
+    out, clean = tmp_path / "masked", tmp_path / "clean"
+    m = _run(mask_params(), src, clean)
+    (out / "images").mkdir(parents=True)
+    (out / "manifest.jsonl").write_text('{"id": "gone", "file": "images/gone.png"}\n{"id": "sy')
+    (out / "images" / "gone.png").write_bytes(b"stale")
     assert _run(mask_params(), src, out) == m
-    assert [r["id"] for r in manifest.read(out / "manifest.jsonl")] == \
-        [r["id"] for r in manifest.read(src[0])]
-    assert {f: f.stat().st_mtime_ns for f in kept} == kept  # the finished ones untouched
-    assert (out / last["file"]).exists()
+    assert (out / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
+    assert sorted(f.name for f in (out / "images").iterdir()) == \
+        sorted(f.name for f in (clean / "images").iterdir())

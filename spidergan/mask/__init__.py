@@ -1,0 +1,2 @@
+"""Masking: cut the spider out of each crop (see `stage` for the stage, `grabcut` and `rembg`
+for the two maskers, `base` for what a masker is)."""
