@@ -11,18 +11,16 @@ Layout of `data/crops/`:
     manifest.jsonl         id, file, image_id, box (the square, source px), det_box, conf, side,
                            size, truth_label, truth_cls, truth_dup_group, provenance
     rejects.jsonl          id (crop or image id), image_id, reason, detail
-    run.json               the settings the folder was made with (a change starts it afresh)
 
 Boxes are in the pixel frame of the EXIF-oriented image (as `images.load_rgb` returns it), the
-frame the detector saw. A killed run resumes: boxes are planned without decoding, and only crops
-missing from the manifest are cut.
+frame the detector saw. Every run starts from an emptied folder: data/crops is not a persistent
+DVC output (DVC removes it before the stage), and crops are cheap next to what they come from.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +30,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from spidergan import atomic, images, manifest, params
+from spidergan import atomic, images, manifest
+from spidergan.outdir import fresh_dir
 from spidergan.review import decisions as review_decisions
 from spidergan.params import CropParams
 from spidergan.boxes import iou
@@ -225,42 +224,13 @@ def plan_image(image: dict, p: CropParams, detections: dict | None, truth: dict 
 
 
 # --------------------------------------------------------------------------- the stage
-def _settings(p: CropParams, detections_path, truth_path, rejected_ids: set[str],
-              reviewed: review_decisions.DetectionDecisions | None) -> dict:
-    import hashlib
+def run(p: CropParams, *, raw: str | Path, out: str | Path,
+        detections_path: str | Path | None = None, decisions_path: str | Path | None = None,
+        metrics_path: str | Path | None = None, workers: int | None = None) -> dict:
+    """Crop every image of the raw manifest; returns (and writes) the counts.
 
-    return {"params": params.to_dict(p),
-            "detections": str(detections_path) if p.boxes == "detections" else None,
-            "truth": str(truth_path) if truth_path else None,
-            # a new review decision must reach a folder being resumed: its crops are redone
-            "review_rejected": hashlib.sha256("\n".join(sorted(rejected_ids)).encode()).hexdigest(),
-            "review_detections": reviewed.digest() if reviewed is not None else None}
-
-
-def _fresh_if_changed(out: Path, settings: dict) -> None:
-    """A folder made with other settings is emptied: resuming into it would mix two runs."""
-    run_file = out / "run.json"
-    if run_file.exists():
-        import json
-
-        try:
-            same = json.loads(run_file.read_text()) == settings
-        except ValueError:
-            same = False
-        if same:
-            return
-    for name in ("manifest.jsonl", "rejects.jsonl"):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "images", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(run_file, settings)
-
-
-def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/crops",
-        detections_path: str | Path = "data/detections.jsonl",
-        decisions_path: str | Path | None = review_decisions.DEFAULT_PATH,
-        metrics_path: str | Path | None = "metrics/crop.json", workers: int | None = None) -> dict:
-    """Crop every image of the raw manifest; returns (and writes) the counts."""
+    Every run starts from an emptied `out` (DVC removes data/crops before the stage anyway: it
+    is not a persistent output), so crops always follow the current detections and reviews."""
     raw, out = Path(raw), Path(out)
     images_in = list(manifest.read_by_id(raw / "manifest.jsonl").values())
     truth_path = raw / "truth.jsonl"
@@ -270,7 +240,7 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
         log.warning("crop: the raw manifest %s is empty or missing; writing an empty crop set",
                     raw / "manifest.jsonl")
     elif p.boxes == "detections":
-        if not Path(detections_path).exists():
+        if detections_path is None or not Path(detections_path).exists():
             raise FileNotFoundError(f"crop.boxes=detections but {detections_path} does not exist; "
                                     "run the detect stage first, or set crop.boxes=truth")
         detections = manifest.read_by_id(detections_path)
@@ -286,25 +256,19 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
         if p.boxes == "detections":
             reviewed = review_decisions.DetectionDecisions(state)
 
-    out.mkdir(parents=True, exist_ok=True)
-    _fresh_if_changed(out, _settings(p, detections_path, truth_path if truth else None, rejected_ids,
-                                     reviewed))
-    (out / "images").mkdir(exist_ok=True)
-
-    done = manifest.read_by_id(out / "manifest.jsonl")
-    done_rejects = manifest.read_by_id(out / "rejects.jsonl")
+    fresh_dir(out, ("manifest.jsonl", "rejects.jsonl", "run.json"), ("images",))
+    (out / "images").mkdir()
     plans = [plan_image(r, p, detections, truth, rejected_ids, reviewed) for r in images_in]
     resample = RESAMPLE[p.resample]
 
     def cut(plan: Plan):
-        todo = [c for c in plan.crops if not (c["id"] in done and (out / c["file"]).exists())]
-        if not todo:
+        if not plan.crops:
             return plan, None
         try:
             img = images.load_rgb(raw / plan.image["file"])
         except images.ImageRejected as e:
             return plan, e
-        for c in todo:
+        for c in plan.crops:
             atomic.save_image(out / c["file"], extract_square(img, c["box"], p.size, p.pad, resample))
         return plan, None
 
@@ -318,12 +282,10 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
                 recs = recs + [{"id": plan.image["id"], "image_id": plan.image["id"],
                                 "reason": "unreadable", "detail": f"{err.reason}: {err.detail}"}]
             for r in recs:
-                if r["id"] not in done_rejects:
-                    rej.append(r)
+                rej.append(r)
             if err is None:
                 for c in plan.crops:
-                    if c["id"] not in done:
-                        man.append(c)
+                    man.append(c)
     counts = summarize(out, len(images_in))
     if metrics_path:
         atomic.write_json(metrics_path, counts)
@@ -331,7 +293,7 @@ def run(p: CropParams, raw: str | Path = "data/raw", out: str | Path = "data/cro
 
 
 def summarize(out: Path, n_images: int) -> dict:
-    """Counts from the written files (so a resumed run reports the whole run)."""
+    """Counts from the written files."""
     crops = manifest.read_by_id(out / "manifest.jsonl")
     rejects = manifest.read_by_id(out / "rejects.jsonl")
     reasons = Counter(r["reason"] for r in rejects.values())

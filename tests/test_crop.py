@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,13 +134,17 @@ def test_crop_policy_all_detections_review_and_bad_input(raw, tmp_path, caplog):
     rej = manifest.read(tmp_path / "c" / "rejects.jsonl")
     assert {r["reason"] for r in rej} >= {"low_conf", "unreadable", "review_rejected", "detection_error"}
 
-    # resume: a kill after the first crops loses nothing and duplicates nothing
+    # no resume: a run into what a killed run left (half a line, a crop of old detections)
+    # gives what a run into an empty folder gives, so new detections never meet stale crops
     lines = (tmp_path / "c" / "manifest.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "c" / "manifest.jsonl").write_text("".join(lines[:3]) + lines[3][:10])
+    (tmp_path / "c" / "images" / "old-0.png").write_bytes(b"stale")
     again = crop.run(p, raw=raw2, out=tmp_path / "c", detections_path=tmp_path / "det.jsonl",
                      decisions_path=tmp_path / "decisions.jsonl", metrics_path=None)
     assert again == counts
-    assert len(manifest.read(tmp_path / "c" / "manifest.jsonl")) == len(recs)
+    assert manifest.read_by_id(tmp_path / "c" / "manifest.jsonl") == recs
+    assert sorted(f.name for f in (tmp_path / "c" / "images").iterdir()) == \
+        sorted(Path(r["file"]).name for r in recs.values())
 
     # empty input: empty output and a warning
     empty = tmp_path / "empty"
