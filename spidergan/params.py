@@ -114,7 +114,7 @@ class ScrapeParams:
 # --------------------------------------------------------------------------- crop
 @section
 class CropParams:
-    boxes: str = param("truth", choices=("detections", "truth"),
+    boxes: str = param("detections", choices=("detections", "truth"),
                        doc="box source: data/detections.jsonl, or the synthetic ground truth")
     policy: str = param("best", choices=("best", "all"),
                         doc="best box per image, or every box above min_conf after NMS")
@@ -331,7 +331,7 @@ class TrainParams:
     augpipe: str = param("bgc", doc="augmentation groups, see spidergan.gan.augment")
     resume_from: str = param("", doc="checkpoint to transfer-learn from (weights only); empty = none")
     freeze_d: int = param(0, ge=0, doc="freeze this many D layers from the input side (FreezeD)")
-    on_mismatch: str = param("error", choices=("error", "restart"),
+    on_mismatch: str = param("restart", choices=("error", "restart"),
                              doc="checkpoint in the output folder made with other params: stop "
                                  "naming them, or set it aside and start afresh (dvc exp sweeps)")
     keep_snapshots: bool = param(False, doc="also keep G_ema of every snapshot in "
@@ -377,15 +377,15 @@ class SelftrainParams:
 
 @section
 class DetectParams:
-    model: str = param("yolo11n.yaml",
+    model: str = param("yolo11-tiny-p45.yaml",
                        doc="model YAML (trains from scratch, offline) or a local .pt file to fine-tune")
     labels_from: str = param("auto", choices=("auto", "truth", "folder"),
                              doc="auto: ground truth for the synthetic source, else data/labels/")
     labeled: int = param(100, ge=2, doc="synthetic source: images whose ground truth stands in for hand labels")
     val_fraction: float = param(0.2, gt=0.0, lt=1.0, doc="share of the labelled images held out for validation")
-    epochs: int = param(60, ge=1, le=10_000)
-    imgsz: int = param(320, ge=32, le=4096)
-    batch: int = param(16, ge=1, le=1024)
+    epochs: int = param(200, ge=1, le=10_000)
+    imgsz: int = param(192, ge=32, le=4096)
+    batch: int = param(8, ge=1, le=1024)
     optimizer: str = param("AdamW", choices=("AdamW", "SGD", "auto"),
                            doc="auto: Ultralytics picks by the number of iterations")
     lr0: float = param(0.002, gt=0.0, le=1.0, doc="initial learning rate (ignored with optimizer auto)")
@@ -394,7 +394,7 @@ class DetectParams:
     close_mosaic: int = param(10, ge=0, doc="last epochs trained without mosaic")
     flipud: float = param(0.5, ge=0.0, le=1.0, doc="vertical flip probability (spiders have no up)")
     device: str = param("auto", doc="auto (first GPU if any, else cpu), cpu, or a CUDA index such as 0")
-    threads: int = param(0, ge=0, le=1024, doc="torch threads on CPU (training, predicting); 0: every core")
+    threads: int = param(1, ge=0, le=1024, doc="torch threads on CPU (training, predicting); 0: every core")
     precision: str = param("auto", choices=("auto", "fp32", "bf16"),
                            doc="training precision; auto: bf16 on a CPU with native bf16 (AVX512-BF16, "
                                "AMX), else fp32; on a GPU auto is Ultralytics' own AMP")

@@ -45,7 +45,8 @@ def make_dataset(tmp: Path, resolution: int = 16, n: int = 24, holdout: int = 2)
 def tiny(**kw) -> TrainParams:
     base = dict(resolution=16, batch=4, kimg=0.032, snap_kimg=0.016, channel_base=128,
                 channel_max=16, z_dim=8, w_dim=8, mapping_layers=2, grid=2, threads=1,
-                r1_interval=4, pl_interval=2, ada_interval=2, ada_kimg=0.5, augment="ada")
+                r1_interval=4, pl_interval=2, ada_interval=2, ada_kimg=0.5, augment="ada",
+                on_mismatch="error")
     base.update(kw)
     return TrainParams(**base)
 

@@ -68,7 +68,7 @@ def test_square_around_and_nms():
 
 
 def _params(**kw) -> CropParams:
-    return params.from_dict({"crop": kw}).crop
+    return params.from_dict({"crop": {"boxes": "truth", **kw}}).crop
 
 
 @pytest.fixture(scope="module")

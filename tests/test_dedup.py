@@ -16,7 +16,7 @@ from spidergan import crop, dedup, manifest, params
 def crops(tmp_path_factory):
     root = tmp_path_factory.mktemp("dd")
     raw = make_raw(root / "raw", n=24, seed=3)
-    crop.run(params.from_dict({"crop": {"min_side": 48, "size": 64}}).crop, raw=raw,
+    crop.run(params.from_dict({"crop": {"boxes": "truth", "min_side": 48, "size": 64}}).crop, raw=raw,
              out=root / "crops", decisions_path=None, metrics_path=None)
     return root / "crops"
 
@@ -87,7 +87,7 @@ def test_crop_and_dedup_commands(tmp_path, capsys):
     from spidergan import cli
 
     raw = make_raw(tmp_path / "raw", n=8, seed=9)
-    (tmp_path / "params.yaml").write_text("crop:\n  min_side: 48\n  size: 32\ndedup:\n  threshold: 4\n  hash_size: 8\n")
+    (tmp_path / "params.yaml").write_text("crop:\n  boxes: truth\n  min_side: 48\n  size: 32\ndedup:\n  threshold: 4\n  hash_size: 8\n")
     args = ["--params", str(tmp_path / "params.yaml")]
     assert cli.main(args + ["crop", "--raw", str(raw), "--out", str(tmp_path / "c"),
                             "--metrics", str(tmp_path / "crop.json")]) == 0

@@ -113,3 +113,33 @@ def test_override_applies_dotted_yaml_typed_assignments():
 def test_override_names_the_bad_key(assignment, message):
     with pytest.raises(ParamsError, match=message):
         params.override(params.from_dict({}), [assignment])
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_leaves(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def test_params_yaml_and_dataclass_defaults_are_one_source():
+    """params.yaml names every knob, with the dataclass default as its value: the demo runs what
+    a caller of `params.Params()` (tests, bench, library defaults) gets. Change both or neither."""
+    raw = _leaves(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    defaults = _leaves(params.to_dict(params.Params()))
+    assert sorted(set(defaults) - set(raw)) == [], "knobs params.yaml does not list"
+    differ = {k: (defaults[k], raw[k]) for k in defaults
+              if params.to_dict(params.from_dict(_nest({k: raw[k]}))) != params.to_dict(params.Params())}
+    assert differ == {}, "(dataclass default, params.yaml value)"
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = v
+    return out
