@@ -31,8 +31,7 @@ from spidergan.params import ScrapeParams
 log = logging.getLogger(__name__)
 
 
-def run(p: ScrapeParams, seed: int, out: str | Path = "data/raw",
-        metrics_path: str | Path | None = "metrics/scrape.json") -> dict:
+def run(p: ScrapeParams, seed: int, *, out: str | Path, metrics_path: str | Path | None) -> dict:
     """Run the configured source into `out`; returns (and writes) the counts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
