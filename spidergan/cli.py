@@ -241,9 +241,8 @@ def _cmd_synthetic_sample(args) -> int:
     p = _load(args)
     sp = p.scrape.synthetic
     seed = p.seed if args.seed is None else args.seed
-    sheet = synthetic.sample_grid(dataclasses.replace(sp, count=args.count), seed, count=args.count,
-                                  cols=args.cols, cell=args.cell, boxes=args.boxes)
-    im = Image.fromarray(sheet)
+    im = synthetic.sample_grid(dataclasses.replace(sp, count=args.count), seed, count=args.count,
+                               cols=args.cols, cell=args.cell, boxes=args.boxes)
     png = str(args.out).lower().endswith(".png")
     if args.palette and png:   # 256-colour PNG: a third of the size, for docs
         im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)

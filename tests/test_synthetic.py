@@ -196,9 +196,11 @@ def test_cli_synthetic_sample(tmp_path, monkeypatch):
     assert cli.main(["synthetic-sample", "--count", "5", "--cols", "3", "--cell", "96",
                      "--boxes", "--out", str(out)]) == 0
     with Image.open(out) as im:
-        assert im.size == (3 * 96, 2 * 96)
-        arr = np.asarray(im.convert("RGB"))
-    assert (arr[:, :, 0] > 200).sum() > 10          # red truth boxes were drawn
+        # sheets.grid's layout: 3 cells a row, 2 rows, each cell labelled, 4 px apart
+        assert im.size == (4 + 3 * (96 + 4), 4 + 2 * (96 + 13 + 4))
+        arr = np.asarray(im.convert("RGB")).astype(int)
+    red = (arr[:, :, 0] > 180) & (arr[:, :, 1] < 80) & (arr[:, :, 2] < 80)
+    assert red.sum() > 10          # red truth boxes were drawn
 
 
 def test_param_fractions_steer_the_special_cases():

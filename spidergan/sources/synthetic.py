@@ -1390,31 +1390,26 @@ _BOX_COLORS = {SPIDER: (230, 40, 40), CATERPILLAR: (40, 120, 255), LEAF: (255, 2
 
 
 def sample_grid(p: SyntheticParams, seed: int, count: int = 24, cols: int = 6, cell: int = 256,
-                boxes: bool = False, labels: bool = True) -> np.ndarray:
-    """The first `count` images of the set as an RGB contact sheet (uint8), each letterboxed
-    into a `cell` square; truth boxes drawn when `boxes` (red spider, blue caterpillar,
-    yellow leaf)."""
+                boxes: bool = False, labels: bool = True):
+    """The first `count` images of the set as a contact sheet (PIL RGB, through
+    `sheets.grid`), each fitted into a `cell` square; truth boxes drawn when `boxes` (red
+    spider, blue caterpillar, yellow leaf), lines about 1 px at sheet scale."""
     import dataclasses
 
+    from PIL import Image
+
+    from spidergan import sheets
+
     q = dataclasses.replace(p, count=count)
-    rows = -(-count // cols)
-    sheet = np.full((rows * cell, cols * cell, 3), 24, np.uint8)
-    for n, item in enumerate(generate(q, seed)):
+    pics, tags = [], []
+    for item in generate(q, seed):
         img = cv2.cvtColor(cv2.imdecode(np.frombuffer(item.jpeg, np.uint8), cv2.IMREAD_COLOR),
                            cv2.COLOR_BGR2RGB)
-        h, w = img.shape[:2]
-        sc = (cell - 4) / max(h, w)
-        small = cv2.resize(img, (max(1, round(w * sc)), max(1, round(h * sc))), interpolation=cv2.INTER_AREA)
         if boxes:
+            width = max(1, round(max(img.shape[:2]) / cell))
             for o in item.objects:
-                x0, y0, x1, y1 = (int(round(v * sc)) for v in o.box)
-                cv2.rectangle(small, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), _BOX_COLORS[o.cls], 1)
-        r, c = divmod(n, cols)
-        y0 = r * cell + (cell - small.shape[0]) // 2
-        x0 = c * cell + (cell - small.shape[1]) // 2
-        sheet[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
-        if labels:
-            tag = item.id + (f" dup of {item.dup_of[-5:]}" if item.dup_of else "")
-            cv2.putText(sheet, tag, (c * cell + 4, r * cell + cell - 6), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.35, (255, 255, 255), 1, cv2.LINE_AA)
-    return sheet
+                x0, y0, x1, y1 = (int(round(v)) for v in o.box)
+                cv2.rectangle(img, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), _BOX_COLORS[o.cls], width)
+        pics.append(Image.fromarray(img))
+        tags.append(item.id + (f" dup of {item.dup_of[-5:]}" if item.dup_of else ""))
+    return sheets.grid(pics, cols=cols, cell=cell, labels=tags if labels else None)
