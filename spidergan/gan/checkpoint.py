@@ -22,6 +22,7 @@ import torch
 from spidergan import atomic
 
 FORMAT = 1
+CHECKPOINT_NAME = "checkpoint.pt"  # in a training run's output folder
 
 # Parameters whose change makes a checkpoint a different experiment (architecture, data,
 # schedule, regularisation, augmentation).
