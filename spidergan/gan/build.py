@@ -16,6 +16,33 @@ def use_bf16(p: TrainParams, device: torch.device) -> bool:
     return p.precision == "bf16"
 
 
+def r1_gamma(p: TrainParams) -> float:
+    """train.r1_gamma, with auto = 0.0002 * resolution^2 / batch (ADA paper's heuristic)."""
+    if p.r1_gamma == "auto":
+        return 0.0002 * p.resolution ** 2 / p.batch
+    return float(p.r1_gamma)
+
+
+def ada_kimg(p: TrainParams) -> float:
+    """train.ada_kimg, with auto = 500, or 100 when transfer learning (ADA paper: a pretrained
+    D overfits sooner, so p must react faster)."""
+    if p.ada_kimg == "auto":
+        return 100.0 if p.resume_from else 500.0
+    return float(p.ada_kimg)
+
+
+def ema_rampup(p: TrainParams) -> float:
+    """No ramp-up when transfer learning: the ramp would set G_ema := G at step 0 and throw
+    the imported average away (the reference also turns it off when resuming from weights)."""
+    return 0.0 if p.resume_from else p.ema_rampup
+
+
+def augment_filter(p: TrainParams, device: torch.device) -> str:
+    if p.augment_filter == "auto":
+        return "antialias" if device.type == "cuda" else "bilinear"
+    return p.augment_filter
+
+
 def configure_backends(p: TrainParams, device: torch.device) -> None:
     if device.type != "cuda":
         return

@@ -44,6 +44,7 @@ from spidergan import atomic
 from spidergan.gan import augment as augment_mod
 from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan import distributed as dist_mod
+from spidergan.gan import build
 from spidergan.gan.build import (  # noqa: F401  (re-exported: tests and tools patch them here)
     arch_from_params, build_networks, configure_backends, d_layers, ema_beta, fast_modules,
     freeze_d_layers, lazy_adam, update_ema, use_bf16,
@@ -93,6 +94,8 @@ class Run:
     opt_D: torch.optim.Optimizer
     amp: Callable
     bf16: bool
+    r1_gamma: float  # train.r1_gamma resolved (auto)
+    ema_rampup: float  # 0 when transfer learning
     step: int = 0
     nimg: int = 0
     history: dict = dataclasses.field(default_factory=dict)
@@ -193,14 +196,16 @@ def start(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device
 
     pipe = None
     if p.augment != "none":
-        pipe = augment_mod.AugmentPipe(p.augpipe, p=p.aug_prob).to(device)
-    ada = (augment_mod.AdaController(target=p.ada_target, ada_kimg=p.ada_kimg,
+        pipe = augment_mod.AugmentPipe(p.augpipe, p=p.aug_prob,
+                                       filter=build.augment_filter(p, device)).to(device)
+    ada = (augment_mod.AdaController(target=p.ada_target, ada_kimg=build.ada_kimg(p),
                                      interval=p.ada_interval) if p.augment == "ada" else None)
-    loss_kw = dict(style_mixing=p.style_mixing, r1_gamma=p.r1_gamma, pl_weight=p.pl_weight,
+    gamma = build.r1_gamma(p)
+    loss_kw = dict(style_mixing=p.style_mixing, r1_gamma=gamma, pl_weight=p.pl_weight,
                    pl_batch_shrink=p.pl_batch_shrink)
     loss = StyleGAN2Loss(G, D, pipe, **loss_kw)
     opt_G = lazy_adam(g_params, p.lr_g, p.pl_interval, p.pl_weight > 0)
-    opt_D = lazy_adam(d_trainable, p.lr_d, p.r1_interval, p.r1_gamma > 0)
+    opt_D = lazy_adam(d_trainable, p.lr_d, p.r1_interval, gamma > 0)
     if world.active:
         loss.batch_mean = lambda x: dist_mod.differentiable_mean(x, world)
     fG, fD = fast_modules(G, D, p.compile)
@@ -210,7 +215,8 @@ def start(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device
     r = Run(p=p, seed=seed, world=world, device=device, out=out, ds=ds,
             params_rec=to_dict(p), data_sha=ds.fingerprint(), G=G, D=D, G_ema=G_ema,
             g_params=g_params, d_trainable=d_trainable, pipe=pipe, ada=ada, loss=loss,
-            main_loss=main_loss, opt_G=opt_G, opt_D=opt_D, amp=amp, bf16=bf16)
+            main_loss=main_loss, opt_G=opt_G, opt_D=opt_D, amp=amp, bf16=bf16,
+            r1_gamma=gamma, ema_rampup=build.ema_rampup(p))
 
     state = _checkpoint_to_resume(r)
     if state is not None:
@@ -224,6 +230,7 @@ def start(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device
     if world.is_main:
         print(f"train: {world.size} process(es), {device}, "
               f"{'bf16' if bf16 else 'fp32'}{', compiled' if p.compile else ''}, "
+              f"r1_gamma {gamma:.4g}, augment filter {pipe.filter if pipe else '-'}, "
               f"batch {p.batch} ({p.batch // world.size} per process), dataset in {where}")
 
     r.grid_z = seeded_z(range(p.grid * p.grid), p.z_dim)
@@ -343,7 +350,7 @@ def step(r: Run) -> None:
     losses.append(ld.detach())
     if r.ada is not None:
         r.ada.accumulate(real_logits)
-    if p.r1_gamma > 0 and r.step % p.r1_interval == 0:
+    if r.r1_gamma > 0 and r.step % p.r1_interval == 0:
         r.opt_D.zero_grad(set_to_none=True)
         lr1 = r.loss.d_r1(real, gain=p.r1_interval)  # fp32: R1 is a gradient penalty
         lr1.backward()
@@ -357,7 +364,7 @@ def step(r: Run) -> None:
     r.first_bad = torch.where(finite, r.first_bad, r.first_bad.clamp(max=r.step))
 
     if world.is_main:  # only rank 0 samples and saves G_ema
-        update_ema(r.G_ema, r.G, r.nimg, B, p.ema_kimg, p.ema_rampup)
+        update_ema(r.G_ema, r.G, r.nimg, B, p.ema_kimg, r.ema_rampup)
     if r.ada is not None:
         if world.active and (r.step + 1) % r.ada.interval == 0:
             dist_mod.all_reduce_sum_(r.ada.stats_tensor(), world)
@@ -451,7 +458,8 @@ def finish(r: Run, live_dir, metrics_path) -> dict:
     """Augmentation preview, close the logs, the run's metrics (written by rank 0)."""
     final_p = r.p_now
     if live_dir is not None:
-        _preview(r.ds, r.p, final_p, r.seed, Path(live_dir) / "augment_preview.png")
+        filt = r.pipe.filter if r.pipe is not None else "bilinear"
+        _preview(r.ds, r.p, final_p, r.seed, filt, Path(live_dir) / "augment_preview.png")
     if r.live is not None:
         r.live.end()
     timed_s, timed_nimg = r.history.get("timed_s", 0.0), r.history.get("timed_nimg", 0)
@@ -487,7 +495,10 @@ def _state(r: Run) -> dict:
 
 
 def _transfer(p: TrainParams, G, D, G_ema, device) -> None:
-    """Start from another run's weights (transfer learning); optimisers, kimg and p start fresh."""
+    """Start from another run's weights (transfer learning); optimisers, kimg and p start fresh.
+
+    G_ema is the imported average and stays so: the EMA runs without ramp-up from step 0
+    (build.ema_rampup), instead of the ramp's G_ema := G at step 0."""
     path = Path(p.resume_from)
     if not path.exists():
         raise FileNotFoundError(f"train.resume_from={p.resume_from!r}: no such checkpoint")
@@ -501,7 +512,7 @@ def _transfer(p: TrainParams, G, D, G_ema, device) -> None:
     D.load_state_dict(state["D"])
     G_ema.load_state_dict(state["G_ema"])
     print(f"train: transfer learning from {path} (kimg {state['nimg'] / 1000:.1f} there), "
-          f"freeze_d={p.freeze_d}")
+          f"freeze_d={p.freeze_d}, ada_kimg {build.ada_kimg(p):g}, EMA without ramp-up")
 
 
 def _open_live(live_dir, resumed: bool):
@@ -514,9 +525,11 @@ def _open_live(live_dir, resumed: bool):
                 report=None)
 
 
-def _preview(ds: ImageDataset, p: TrainParams, final_p: float, seed: int, path: Path) -> None:
+def _preview(ds: ImageDataset, p: TrainParams, final_p: float, seed: int, filt: str,
+             path: Path) -> None:
     """The same real images as D sees them at p = 0.2, 0.5, 0.8 and at the final p."""
     reals = ds.sample(min(8, len(ds)), seed)
     with torch.random.fork_rng():
-        grid = augment_mod.preview_grid(reals, p.augpipe, list(PREVIEW_PS) + [final_p], seed)
+        grid = augment_mod.preview_grid(reals, p.augpipe, list(PREVIEW_PS) + [final_p], seed,
+                                        filter=filt)
     atomic.save_image(path, grid)
