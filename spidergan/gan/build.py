@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan.networks import Discriminator, Generator
 from spidergan.params import TrainParams
 
@@ -73,10 +72,6 @@ def build_networks(p: TrainParams, device: torch.device):
                       channel_max=p.channel_max, mbstd_group_size=p.mbstd_group,
                       conv_clamp=clamp).to(device)
     return G, D
-
-
-def arch_from_params(p: TrainParams) -> dict:
-    return {k: getattr(p, k) for k in ckpt_mod.ARCH_KEYS} | {"conv_clamp": p.conv_clamp}
 
 
 def d_layers(D: Discriminator) -> list[torch.nn.Module]:

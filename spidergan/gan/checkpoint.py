@@ -46,6 +46,11 @@ ARCH_KEYS = ("resolution", "channel_base", "channel_max", "mapping_layers", "z_d
              "mbstd_group")
 
 
+def arch_from_params(p) -> dict:
+    """The architecture a checkpoint records (train params -> {key: value})."""
+    return {k: getattr(p, k) for k in ARCH_KEYS} | {"conv_clamp": p.conv_clamp}
+
+
 class ResumeMismatch(RuntimeError):
     """The checkpoint was made with different parameters; the message names them."""
 
@@ -102,3 +107,19 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_transfer(p, G, D, G_ema, device) -> None:
+    """Load G, D and G_ema from `p.resume_from` (transfer learning: weights only; optimisers,
+    kimg and p start fresh). A checkpoint of another architecture raises ResumeMismatch."""
+    path = Path(p.resume_from)
+    if not path.exists():
+        raise FileNotFoundError(f"train.resume_from={p.resume_from!r}: no such checkpoint")
+    state = load(path, map_location=device)
+    diff = differing_keys(state.get("arch", {}), arch_from_params(p), keys=ARCH_KEYS)
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} != now {b!r}" for k, (a, b) in diff.items())
+        raise ResumeMismatch(f"{path} has another architecture ({lines})")
+    G.load_state_dict(state["G"])
+    D.load_state_dict(state["D"])
+    G_ema.load_state_dict(state["G_ema"])

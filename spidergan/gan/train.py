@@ -1,29 +1,26 @@
 """The StyleGAN2 training loop with fixed or adaptive augmentation, checkpoints and resume.
 
-One step = one minibatch of `train.batch` real images shown to D, in four phases (StyleGAN2):
-G main loss; G path-length regulariser every `pl_interval` steps; D main loss; D R1 every
-`r1_interval` steps. Then the EMA of G and, for ADA, p is adjusted every `ada_interval` steps.
-
-Outputs (`out`, default models/gan/): checkpoint.pt (everything needed to resume, written
-atomically every `snap_kimg` and at the end). Logs (`live_dir`, default plots/train/): dvclive
-series (losses, r_t, p, seconds per kimg, images per second, SWD) and sample grids of G_ema at
-fixed seeds at every snapshot; augment_preview.png (real images as D sees them at several p).
+One step (`step`) = one minibatch of `train.batch` reals shown to D, in four phases: G main
+loss; G path length every `pl_interval` steps; D main loss; D R1 every `r1_interval` steps;
+then the EMA of G and, for ADA, p every `ada_interval` steps. `tick` (every snap_kimg / 4) is
+the only place that reads values back from the device; `snapshot` (every `snap_kimg` and at the
+end) writes sample grids of G_ema at fixed seeds, the SWD and checkpoint.pt in `out`
+(atomically); dvclive series and augment_preview.png go to `live_dir`. The state between steps
+is one `Run`.
 
 A run whose output folder has a checkpoint resumes from it (kimg, p, optimisers, RNG intact)
-when the parameters match (see checkpoint.py); a finished run re-run with a larger
-`train.kimg` continues. Nothing in the inner loop reads values back from the device except at
-log ticks and snapshots.
+when the parameters match (checkpoint.py); a finished run re-run with a larger `train.kimg`
+continues.
 
-Several processes (GPUs, machines): launch with torchrun (see distributed.py, docs/gpu.md).
-The global batch `train.batch` is split across the ranks, gradients and the ADA statistic are
-averaged across them, and only rank 0 writes checkpoints, grids, logs and metrics. Random
-latents (and the path-length directions) are drawn for the whole global batch from a stream
-seeded by (seed, step) and each rank takes its share, so one process and N processes see the
-same latents; each rank's other randomness (augmentation, synthesis noise) is its own.
+Several processes (torchrun; distributed.py, docs/gpu.md): the global batch is split across
+the ranks, gradients and the ADA statistic are averaged, only rank 0 writes. Latents (and the
+path-length directions) are drawn for the whole global batch from a stream seeded by (seed,
+step) and each rank takes its share, so one process and N see the same latents; augmentation
+and synthesis noise are per rank.
 
-Non-finite losses: every step folds "were all losses finite" into a device flag (no host
-sync); the flag is read at each log tick, and always before a checkpoint is written, so a
-NaN stops the run within one tick, naming the step, and never reaches a checkpoint.
+Non-finite losses: every step folds "all losses finite" into a device flag, read at each tick
+and always before a checkpoint is written, so a NaN stops the run within one tick, naming the
+step, and never reaches a checkpoint.
 """
 
 from __future__ import annotations
@@ -46,8 +43,8 @@ from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan import distributed as dist_mod
 from spidergan.gan import build
 from spidergan.gan.build import (  # noqa: F401  (re-exported: tests and tools patch them here)
-    arch_from_params, build_networks, configure_backends, d_layers, ema_beta, fast_modules,
-    freeze_d_layers, lazy_adam, update_ema, use_bf16,
+    build_networks, configure_backends, d_layers, ema_beta, fast_modules, freeze_d_layers,
+    lazy_adam, update_ema, use_bf16,
 )
 from spidergan.gan.checkpoint import CHECKPOINT_NAME
 from spidergan.gan.dataset import ImageDataset
@@ -223,7 +220,9 @@ def start(p: TrainParams, seed: int, world: dist_mod.World, device: torch.device
         _restore(r, state)
     else:
         if p.resume_from:
-            _transfer(p, G, D, G_ema, device)
+            ckpt_mod.load_transfer(p, G, D, G_ema, device)
+            print(f"train: transfer learning from {p.resume_from}, freeze_d={p.freeze_d}, "
+                  f"ada_kimg {build.ada_kimg(p):g}, EMA without ramp-up")
         if not world.is_main:
             torch.manual_seed(dist_mod.rank_seed(seed, world.rank, 0))
     where = ds.to_device(device, p.gpu_data_mib)
@@ -449,7 +448,7 @@ def snapshot(r: Run) -> dict | None:
     if p.keep_snapshots:  # G_ema alone: what `evaluate.snapshots` scores per kimg
         ckpt_mod.save(out / "snapshots" / f"kimg{nimg / 1000:09.3f}.pt",
                       {"params": r.params_rec, "seed": r.seed, "dataset_sha256": r.data_sha,
-                       "arch": arch_from_params(p), "G_ema": r.G_ema.state_dict(),
+                       "arch": ckpt_mod.arch_from_params(p), "G_ema": r.G_ema.state_dict(),
                        "nimg": nimg})
     return swd
 
@@ -483,7 +482,7 @@ def all_finite(*modules) -> bool:
 def _state(r: Run) -> dict:
     return {
         "params": r.params_rec, "seed": r.seed, "dataset_sha256": r.data_sha,
-        "arch": arch_from_params(r.p),
+        "arch": ckpt_mod.arch_from_params(r.p),
         "G": r.G.state_dict(), "D": r.D.state_dict(), "G_ema": r.G_ema.state_dict(),
         "opt_G": r.opt_G.state_dict(), "opt_D": r.opt_D.state_dict(),
         "pl_mean": r.loss.pl_mean.detach().cpu(),
@@ -492,27 +491,6 @@ def _state(r: Run) -> dict:
         "step": r.step, "nimg": r.nimg, "history": r.history,
         "rng": ckpt_mod.rng_state(r.device),
     }
-
-
-def _transfer(p: TrainParams, G, D, G_ema, device) -> None:
-    """Start from another run's weights (transfer learning); optimisers, kimg and p start fresh.
-
-    G_ema is the imported average and stays so: the EMA runs without ramp-up from step 0
-    (build.ema_rampup), instead of the ramp's G_ema := G at step 0."""
-    path = Path(p.resume_from)
-    if not path.exists():
-        raise FileNotFoundError(f"train.resume_from={p.resume_from!r}: no such checkpoint")
-    state = ckpt_mod.load(path, map_location=device)
-    diff = ckpt_mod.differing_keys(state.get("arch", {}), arch_from_params(p),
-                                   keys=ckpt_mod.ARCH_KEYS)
-    if diff:
-        lines = ", ".join(f"{k}: checkpoint {a!r} != now {b!r}" for k, (a, b) in diff.items())
-        raise ckpt_mod.ResumeMismatch(f"{path} has another architecture ({lines})")
-    G.load_state_dict(state["G"])
-    D.load_state_dict(state["D"])
-    G_ema.load_state_dict(state["G_ema"])
-    print(f"train: transfer learning from {path} (kimg {state['nimg'] / 1000:.1f} there), "
-          f"freeze_d={p.freeze_d}, ada_kimg {build.ada_kimg(p):g}, EMA without ramp-up")
 
 
 def _open_live(live_dir, resumed: bool):
