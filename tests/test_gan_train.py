@@ -205,3 +205,18 @@ def test_transfer_keeps_the_imported_g_ema(ds, tmp_path):
     assert build.ema_rampup(tiny(resume_from=str(src))) == 0.0
     assert build.ada_kimg(tiny(ada_kimg="auto", resume_from=str(src))) == 100
     assert build.ada_kimg(tiny(ada_kimg="auto")) == 500
+
+
+@pytest.mark.parametrize("key, value, ok", [
+    ("r1_gamma", "auto", True), ("r1_gamma", 0.5, True), ("r1_gamma", -1.0, False),
+    ("r1_gamma", "autox", False), ("ada_kimg", "auto", True), ("ada_kimg", 0, False),
+    ("augment_filter", "antialias", True), ("augment_filter", "bicubic", False),
+])
+def test_auto_params_validate_naming_the_key(key, value, ok):
+    from spidergan import params
+
+    if ok:
+        assert getattr(params.from_dict({"train": {key: value}}).train, key) == value
+    else:
+        with pytest.raises(params.ParamsError, match=rf"^train\.{key}"):
+            params.from_dict({"train": {key: value}})
