@@ -314,8 +314,8 @@ class TrainParams:
     conv_clamp: float = param(0.0, ge=0, doc="clamp conv outputs to +-this; 0 = off (NVIDIA: 256)")
     lr_g: float = param(0.0025, gt=0)
     lr_d: float = param(0.0025, gt=0)
-    r1_gamma: float | str = param("auto", doc="R1 weight, >= 0, or auto: 0.0002 * resolution^2 "
-                                               "/ batch (the ADA paper's heuristic)")
+    r1_gamma: float | str = param(1.0, doc="R1 weight, >= 0, or auto: 0.0002 * resolution^2 "
+                                            "/ batch (the ADA paper's heuristic)")
     r1_interval: int = param(16, ge=1, doc="lazy R1: every this many steps")
     pl_weight: float = param(2.0, ge=0, doc="path-length regularisation weight; 0 = off")
     pl_interval: int = param(4, ge=1, doc="lazy path-length: every this many steps")
