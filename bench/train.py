@@ -15,8 +15,10 @@ everything StyleGAN2 + ADA adds on top of a plain GAN step (goal <= 1.5x).
 
 On a CUDA device, in addition (issue "train fast on GPUs"): 256 px with NVIDIA's 'auto'
 config for one GPU (batch 16, channel_base 16384, channel_max 512, 2 mapping layers, z/w 512,
-R1 gamma 0.0002 * 256^2 / 16, EMA 5 kimg, ADA bgc) in four variants, eager vs torch.compile
-and fp32 vs bf16 autocast, each its own process; prints the card's name and seconds per kimg
+R1 gamma auto = 0.0002 * 256^2 / 16, EMA 5 kimg, ADA bgc, antialiased resampling) in four
+variants, eager vs torch.compile and fp32 vs bf16 autocast, plus two at a fixed p = 0.6 with
+the antialiased and the bilinear augmentation filter (what the 2x path costs), each its own
+process; prints the card's name and seconds per kimg
 against the goal (< 12.5 s/kimg on one H100; NVIDIA's stylegan2-ada-pytorch does 12.5 on an
 A100, 21.6-24.2 on a V100). NVIDIA's code itself is not run here (it is not installed and needs
 its custom CUDA extensions), so the "0.8 x NVIDIA on the same card" goal needs that run added
@@ -46,12 +48,20 @@ sys.path.insert(0, str(ROOT))
 
 AUTO_256 = {"resolution": 256, "batch": 16, "channel_base": 16384, "channel_max": 512,
             "mapping_layers": 2, "z_dim": 512, "w_dim": 512, "mbstd_group": 4,
-            "r1_gamma": 0.0002 * 256 ** 2 / 16, "ema_kimg": 16 * 10 / 32, "lr_g": 0.0025,
-            "lr_d": 0.0025, "augment": "ada", "augpipe": "bgc", "conv_clamp": 256.0}
+            "r1_gamma": "auto", "ema_kimg": 16 * 10 / 32, "lr_g": 0.0025, "ada_kimg": "auto",
+            "lr_d": 0.0025, "augment": "ada", "augpipe": "bgc", "conv_clamp": 256.0,
+            "augment_filter": "antialias"}
 GPU_VARIANTS = (("eager fp32", {"precision": "fp32", "compile": False}),
                 ("eager bf16", {"precision": "bf16", "compile": False}),
                 ("compiled fp32", {"precision": "fp32", "compile": True}),
-                ("compiled bf16", {"precision": "bf16", "compile": True}))
+                ("compiled bf16", {"precision": "bf16", "compile": True}),
+                # what the anti-aliased 2x resampling costs (augment p starts at 0 under ADA:
+                # aug_prob 0.6 makes the pipe work from the first step, as late in a run)
+                ("eager bf16, p=0.6 antialias", {"precision": "bf16", "aug_prob": 0.6,
+                                                 "augment": "fixed"}),
+                ("eager bf16, p=0.6 bilinear", {"precision": "bf16", "aug_prob": 0.6,
+                                                "augment": "fixed",
+                                                "augment_filter": "bilinear"}))
 GOAL_S_PER_KIMG = 12.5
 
 

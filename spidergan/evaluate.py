@@ -39,9 +39,9 @@ from PIL import Image
 from spidergan import atomic, hashing, images, manifest, report, sheets
 from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan.dataset import ImageDataset
-from spidergan.gan.generate import load_generator
 from spidergan.device import pick as pick_device
-from spidergan.gan.train import CHECKPOINT_NAME, generate_images, seeded_z, to_uint8
+from spidergan.gan.checkpoint import CHECKPOINT_NAME
+from spidergan.gan.generate import generate_images, load_generator, seeded_z, to_uint8
 from spidergan.metrics import copying, detector_rate
 from spidergan.metrics import fid as fidm
 from spidergan.metrics import memorization

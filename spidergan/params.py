@@ -314,7 +314,8 @@ class TrainParams:
     conv_clamp: float = param(0.0, ge=0, doc="clamp conv outputs to +-this; 0 = off (NVIDIA: 256)")
     lr_g: float = param(0.0025, gt=0)
     lr_d: float = param(0.0025, gt=0)
-    r1_gamma: float = param(1.0, ge=0)
+    r1_gamma: float | str = param(1.0, doc="R1 weight, >= 0, or auto: 0.0002 * resolution^2 "
+                                            "/ batch (the ADA paper's heuristic)")
     r1_interval: int = param(16, ge=1, doc="lazy R1: every this many steps")
     pl_weight: float = param(2.0, ge=0, doc="path-length regularisation weight; 0 = off")
     pl_interval: int = param(4, ge=1, doc="lazy path-length: every this many steps")
@@ -326,9 +327,13 @@ class TrainParams:
     augment: str = param("ada", choices=("none", "fixed", "ada"))
     aug_prob: float = param(0.0, ge=0, le=1, doc="p for augment=fixed; initial p for ada")
     ada_target: float = param(0.6, gt=0, lt=1, doc="target of r_t = E[sign(D(real))]")
-    ada_kimg: float = param(20.0, gt=0, doc="p can go 0 -> 1 in this many kimg")
+    ada_kimg: float | str = param(20.0, doc="p can go 0 -> 1 in this many kimg (> 0), or auto: "
+                                             "500, 100 when transfer learning (ADA paper)")
     ada_interval: int = param(4, ge=1, doc="adjust p every this many steps")
     augpipe: str = param("bgc", doc="augmentation groups, see spidergan.gan.augment")
+    augment_filter: str = param("auto", choices=("auto", "bilinear", "antialias"),
+                                doc="geometric augmentation resampling (gan/warp.py); auto = "
+                                    "antialias on CUDA, bilinear on CPU")
     resume_from: str = param("", doc="checkpoint to transfer-learn from (weights only); empty = none")
     freeze_d: int = param(0, ge=0, doc="freeze this many D layers from the input side (FreezeD)")
     on_mismatch: str = param("restart", choices=("error", "restart"),
@@ -356,6 +361,12 @@ class TrainParams:
             raise ParamsError(f"snap_kimg ({self.snap_kimg}) is larger than kimg ({self.kimg})")
         if self.channel_base // self.resolution < 1:
             raise ParamsError("channel_base // resolution must be at least 1")
+        for key, bad in (("r1_gamma", lambda v: v < 0), ("ada_kimg", lambda v: v <= 0)):
+            v = getattr(self, key)
+            if isinstance(v, str) and v != "auto":
+                raise ParamsError(f"{key}: {v!r} is neither a number nor 'auto'")
+            if not isinstance(v, str) and bad(v):
+                raise ParamsError(f"{key}: {v!r} is out of range")
 
 
 # --------------------------------------------------------------------------- detect

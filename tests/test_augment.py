@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -290,10 +292,11 @@ def test_augment_preview_command(tmp_path, capsys):
     assert rc == 2
 
 
-def test_forward_backward_and_accumulate_never_read_tensor_values_on_the_host():
+@pytest.mark.parametrize("filt", ["bilinear", "antialias"])
+def test_forward_backward_and_accumulate_never_read_tensor_values_on_the_host(filt):
     # a meta tensor has no data: any .item()/float()/bool() or data-dependent Python branch
     # raises, so running the training-time path on meta proves it never syncs with the host
-    pipe = AugmentPipe("bgcc", p=0.5).to("meta")
+    pipe = AugmentPipe("bgcc", p=0.5, filter=filt).to("meta")
     x = torch.empty(4, 3, 16, 16, device="meta", requires_grad=True)
     y = pipe(x)
     y.sum().backward()
@@ -301,3 +304,210 @@ def test_forward_backward_and_accumulate_never_read_tensor_values_on_the_host():
     ctrl = AdaController()
     ctrl.accumulate(torch.empty(4, 1, device="meta"))
     assert ctrl.stats_tensor().device.type == "meta"
+
+
+# --------------------------------------------------------------------------- parameter distributions
+# The ADA paper's settings (Karras et al. 2020, appendix B.2), written here, not read from
+# the code: each op alone at p = 1 on N images, the sampled parameters recovered from the
+# recorded matrices, their moments compared with the paper's distributions.
+N_STAT = 4096
+RES = 32
+
+
+def _record(op, p=1.0, n=N_STAT, seed=5):
+    pipe = AugmentPipe(op, p=p)
+    pipe.record = True
+    with torch.no_grad():
+        pipe(torch.zeros(n, 3, RES, RES), generator=_gen(seed))
+    return pipe.last
+
+
+def _moments(v, mean, std, tol=0.05):
+    v = v.double()
+    assert float(v.mean()) == pytest.approx(mean, abs=4 * std / math.sqrt(len(v)) + 1e-12)
+    assert float(v.std()) == pytest.approx(std, rel=tol)
+
+
+def test_xflip_and_quarter_turns_are_uniform_over_their_choices():
+    inv = _record("xflip")["geom_inverse"]
+    assert set(inv[:, 0, 0].tolist()) == {-1.0, 1.0} and float(inv[:, 0, 0].mean()) == pytest.approx(0, abs=0.05)
+    inv = _record("rotate90")["geom_inverse"]
+    k = torch.round(torch.atan2(inv[:, 1, 0], inv[:, 0, 0]) / (math.pi / 2)) % 4
+    counts = torch.bincount(k.long(), minlength=4).double() / N_STAT
+    assert torch.allclose(counts, torch.full((4,), 0.25, dtype=torch.float64), atol=0.03)
+
+
+def test_integer_translation_is_uniform_within_an_eighth_of_the_image_and_rounded():
+    inv = _record("xint")["geom_inverse"]
+    t = -inv[:, :2, 2]  # pixels
+    assert torch.equal(t, torch.round(t)) and float(t.abs().max()) <= 0.125 * RES
+    # U(-0.125, 0.125) * 32 rounded: variance 4^2 / 3 + 1/12
+    _moments(t[:, 0], 0.0, math.sqrt(16 / 3 + 1 / 12))
+    _moments(t[:, 1], 0.0, math.sqrt(16 / 3 + 1 / 12))
+
+
+def test_isotropic_scale_is_lognormal_with_std_0_2_in_log2():
+    inv = _record("scale")["geom_inverse"]
+    assert torch.allclose(inv[:, 0, 0], inv[:, 1, 1])
+    _moments(-torch.log2(inv[:, 0, 0]), 0.0, 0.2)
+
+
+def test_anisotropic_scale_keeps_area_and_is_lognormal_with_std_0_2():
+    inv = _record("aniso")["geom_inverse"]
+    assert torch.allclose(inv[:, 0, 0] * inv[:, 1, 1], torch.ones(N_STAT), atol=1e-5)
+    _moments(torch.log2(inv[:, 1, 1]), 0.0, 0.2)
+
+
+def test_fractional_translation_is_normal_with_std_an_eighth_of_the_image():
+    inv = _record("xfrac")["geom_inverse"]
+    _moments(-inv[:, 0, 2] / RES, 0.0, 0.125)
+    _moments(-inv[:, 1, 2] / RES, 0.0, 0.125)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_rotation_happens_with_probability_p_and_uniform_angle(p):
+    inv = _record("rotate", p=p)["geom_inverse"]
+    angle = torch.atan2(inv[:, 1, 0], inv[:, 0, 0])
+    rotated = angle.abs() > 1e-6
+    assert float(rotated.double().mean()) == pytest.approx(p, abs=0.03)
+    # one or two uniform(-pi, pi) rotations: the total angle is uniform on the circle
+    inv = _record("rotate", p=1.0)["geom_inverse"]
+    angle = torch.atan2(inv[:, 1, 0], inv[:, 0, 0]).double()
+    assert float(torch.cos(angle).mean()) == pytest.approx(0, abs=0.05)
+    assert float(torch.cos(angle).square().mean()) == pytest.approx(0.5, abs=0.03)
+
+
+_LUMA_V = torch.full((3,), 1 / math.sqrt(3.0))
+_ORTHO = torch.tensor([1.0, -1.0, 0.0]) / math.sqrt(2.0)  # a colour direction orthogonal to luma
+
+
+def test_brightness_adds_normal_offsets_with_std_0_2():
+    m = _record("brightness")["color_matrix"]
+    assert torch.allclose(m[:, :3, :3], torch.eye(3).expand(N_STAT, 3, 3))
+    assert torch.allclose(m[:, 0, 3], m[:, 2, 3])
+    _moments(m[:, 0, 3], 0.0, 0.2)
+
+
+def test_contrast_is_lognormal_with_std_0_5_in_log2():
+    m = _record("contrast")["color_matrix"]
+    c = m[:, 0, 0]
+    assert torch.allclose(m[:, :3, :3], c[:, None, None] * torch.eye(3), atol=1e-6)
+    _moments(torch.log2(c), 0.0, 0.5)
+
+
+def test_luma_flip_reflects_half_the_images_about_the_plane_normal_to_luma():
+    m = _record("lumaflip")["color_matrix"][:, :3, :3]
+    reflect = torch.eye(3) - 2 * torch.outer(_LUMA_V, _LUMA_V)
+    is_ref = torch.isclose(m, reflect.expand_as(m), atol=1e-6).flatten(1).all(1)
+    is_id = torch.isclose(m, torch.eye(3).expand_as(m), atol=1e-6).flatten(1).all(1)
+    assert bool((is_ref | is_id).all())
+    assert float(is_ref.double().mean()) == pytest.approx(0.5, abs=0.03)
+
+
+def test_hue_rotates_about_luma_by_a_uniform_angle():
+    m = _record("hue")["color_matrix"][:, :3, :3].double()
+    assert torch.allclose(m @ _LUMA_V.double(), _LUMA_V.double().expand(N_STAT, 3), atol=1e-5)
+    cos = (m.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2  # trace of a 3-D rotation = 1 + 2 cos
+    assert float(cos.mean()) == pytest.approx(0.0, abs=0.05)
+    assert float(cos.square().mean()) == pytest.approx(0.5, abs=0.03)  # uniform in (-pi, pi]
+
+
+def test_saturation_scales_chroma_lognormally_with_std_1_in_log2():
+    m = _record("saturation")["color_matrix"][:, :3, :3]
+    assert torch.allclose(m @ _LUMA_V, _LUMA_V.expand(N_STAT, 3), atol=1e-5)
+    s = m @ _ORTHO  # = sat * _ORTHO
+    assert torch.allclose(s, (s @ _ORTHO)[:, None] * _ORTHO, atol=1e-5)
+    _moments(torch.log2(s @ _ORTHO), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- precision, resampling
+def test_geometry_under_bf16_autocast_equals_float32():
+    from spidergan.gan import warp
+
+    x = _images(n=8, h=64, w=64)
+    pipe = AugmentPipe("bg", p=1.0)
+    pipe.record = True
+    ref = pipe(x, generator=_gen(3))
+    theta_ref = pipe.last["geom_theta"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pipe(x, generator=_gen(3))
+        grid_bf = warp.sampling_grid(theta_ref, (8, 3, 512, 512))
+        flip = AugmentPipe("xflip", p=1.0)(x.bfloat16(), generator=_gen(4))
+    assert torch.equal(pipe.last["geom_theta"], theta_ref)
+    assert torch.equal(out, ref)
+    assert torch.equal(grid_bf, warp.sampling_grid(theta_ref, (8, 3, 512, 512)))
+    flipped = AugmentPipe("xflip", p=1.0)
+    flipped.record = True
+    flipped(x, generator=_gen(4))
+    want = torch.where(flipped.last["geom_inverse"][:, 0, 0, None, None, None] < 0,
+                       x.bfloat16().flip(-1), x.bfloat16())
+    # x-flips land on pixel centres (float32 sampling error ~1e-6, far below bf16's 4e-3 step)
+    torch.testing.assert_close(flip.float(), want.float(), atol=1e-5, rtol=0)
+
+
+def test_symlet6_taps_are_the_published_orthogonal_filter():
+    from spidergan.gan.warp import SYM6
+
+    h = torch.tensor(SYM6, dtype=torch.float64)
+    assert float(h.sum()) == pytest.approx(math.sqrt(2), abs=1e-12)
+    for m in range(1, 6):  # orthogonal to its own even shifts
+        assert float((h[:-2 * m] * h[2 * m:]).sum()) == pytest.approx(0, abs=1e-12)
+    assert float(h.square().sum()) == pytest.approx(1, abs=1e-12)
+    # its wavelet g[k] = (-1)^k h[11 - k] has 6 vanishing moments (what "sym6" means)
+    k = torch.arange(12, dtype=torch.float64)
+    g = (-1) ** k * h.flip(0)
+    for j in range(6):
+        assert float((g * (k - 5.5) ** j).sum()) == pytest.approx(0, abs=1e-8 * 6.5 ** j)
+
+
+def _quadrants(res=32):
+    yy, xx = torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij")
+    q = (((yy // (res // 2)) + (xx // (res // 2))) % 2).float() * 2 - 1
+    return q[None, None].expand(1, 3, res, res).contiguous()
+
+
+def _gradient_energy(x):
+    """Mean squared horizontal plus mean squared vertical finite difference."""
+    return float((x[..., :, 1:] - x[..., :, :-1]).square().mean()
+                 + (x[..., 1:, :] - x[..., :-1, :]).square().mean())
+
+
+def _shifted(x, dx, dy, filt):
+    from spidergan.gan import warp
+
+    n, _, h, w = x.shape
+    theta = torch.tensor([[1.0, 0.0, -2 * dx / w], [0.0, 1.0, -2 * dy / h]]).expand(n, 2, 3)
+    return warp.warp(x, theta, filt)
+
+
+def test_antialiased_resampling_keeps_an_edge_sharp_after_a_half_pixel_shift():
+    # the review's measure: a 32 px four-quadrant image in [-1, 1], shifted by (0.5, 0.5) px;
+    # its figures: 0.260 before, 0.126 after bilinear, 0.204 after the reference's 2x path
+    x = _quadrants()
+    assert _gradient_energy(x) == pytest.approx(0.260, rel=0.02)
+    assert _gradient_energy(_shifted(x, 0.5, 0.5, "bilinear")) == pytest.approx(0.126, rel=0.03)
+    assert _gradient_energy(_shifted(x, 0.5, 0.5, "antialias")) == pytest.approx(0.204, rel=0.10)
+
+
+def test_antialiased_resampling_is_the_identity_and_rotates_about_the_centre():
+    g = torch.Generator().manual_seed(0)
+    x = F.avg_pool2d(torch.randn(2, 3, 40, 40, generator=g), 9, 1)[:, :, :32, :32] * 3
+    x = F.avg_pool2d(x, 5, 1, 2, count_include_pad=False)  # smooth: little to alias
+    ident = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(2, 2, 3)
+    quarter = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]).expand(2, 2, 3)
+    from spidergan.gan import warp
+
+    inner = (..., slice(6, -6), slice(6, -6))
+    torch.testing.assert_close(warp.warp(x, ident, "antialias")[inner], x[inner], atol=1e-5, rtol=0)
+    assert torch.equal(warp.warp(x, quarter, "bilinear"), torch.rot90(x, 1, (2, 3)))
+    err = (warp.warp(x, quarter, "antialias") - torch.rot90(x, 1, (2, 3)))[inner].abs().max()
+    assert float(err) < 0.03 * float(x.abs().max())
+
+
+def test_pipe_uses_the_chosen_filter():
+    x = _images(n=4)
+    a = AugmentPipe("xfrac", p=1.0, filter="antialias")(x, generator=_gen(2))
+    b = AugmentPipe("xfrac", p=1.0, filter="bilinear")(x, generator=_gen(2))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="unknown augment filter"):
+        AugmentPipe("bgc", filter="bicubic")

@@ -150,3 +150,61 @@ def test_truncation_pulls_towards_average_w():
     torch.testing.assert_close(w0, G.mapping.w_avg.expand_as(w0))
     wh = G.mapping(z, truncation_psi=0.5, update_w_avg=False)
     torch.testing.assert_close(wh, (w0 + w1) / 2)
+
+
+def _ref_fir(x, pad):
+    """[1, 3, 3, 1] low-pass (outer product, normalised to 1), zero padding, depthwise."""
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype)
+    k = torch.outer(k, k) / 64
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, [pad] * 4), k.expand(c, 1, 4, 4), groups=c)
+
+
+def _ref_discriminator(D, img):
+    """StyleGAN2's residual D from the published arithmetic (Karras et al. 2020, fig. 7 and
+    appendix): equalised-lr weights w / sqrt(fan_in); lrelu(0.2) * sqrt(2); downsampling =
+    [1,3,3,1] FIR, then a stride-2 conv (3x3: FIR padded by 2; 1x1 skip: FIR padded by 1 and
+    every second pixel); residual branches summed with sqrt(1/2) each; minibatch std over groups
+    of min(4, N) images strided across the batch; 3x3 conv, FC, FC to one logit."""
+    def conv(layer, x, act=True, gain=1.0, down=False):
+        w = layer.weight / math.sqrt(layer.weight[0].numel())
+        k = w.shape[-1]
+        if down and k == 3:
+            x = F.conv2d(_ref_fir(x, 2), w, stride=2)
+        elif down:
+            x = F.conv2d(_ref_fir(x, 1)[:, :, ::2, ::2], w)
+        else:
+            x = F.conv2d(x, w, padding=k // 2)
+        if layer.bias is not None:
+            x = x + layer.bias.reshape(1, -1, 1, 1)
+        return (F.leaky_relu(x, 0.2) * math.sqrt(2) if act else x) * gain
+
+    def fc(layer, x, act):
+        x = x @ (layer.weight / math.sqrt(layer.weight.shape[1])).t() + layer.bias
+        return F.leaky_relu(x, 0.2) * math.sqrt(2) if act else x
+
+    x = None
+    for res in D.block_resolutions:
+        b = getattr(D, f"b{res}")
+        if x is None:
+            x = conv(b.fromrgb, img)
+        y = conv(b.skip, x, act=False, gain=math.sqrt(0.5), down=True)
+        x = conv(b.conv1, conv(b.conv0, x), gain=math.sqrt(0.5), down=True) + y
+    n, c, h, w = x.shape
+    g = min(4, n)
+    grouped = x.reshape(g, n // g, c, h, w)  # image i is in group i mod (n / g)
+    std = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=[1, 2, 3])  # [n / g]
+    x = torch.cat([x, std.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h, w)], dim=1)
+    x = conv(D.b4.conv, x)
+    return fc(D.b4.out, fc(D.b4.fc, x.flatten(1), True), False)
+
+
+def test_discriminator_equals_the_published_arithmetic():
+    torch.manual_seed(0)
+    D = N.Discriminator(img_resolution=32, channel_base=256, channel_max=16).double()
+    with torch.no_grad():
+        for name, prm in D.named_parameters():
+            if name.endswith("bias"):
+                prm.normal_(0, 0.3)  # non-zero biases, so each is checked
+    img = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(D(img), _ref_discriminator(D, img), rtol=0, atol=1e-9)

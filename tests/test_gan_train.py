@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from spidergan.gan import checkpoint, train
+from spidergan.gan import build, checkpoint, train
 from gan_helpers import make_dataset, replace, tiny
 
 
@@ -162,3 +163,60 @@ def test_kill_9_then_rerun_resumes(ds, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"resuming {ckpt} at kimg {killed_at / 1000:.3f}" in out.stdout
     assert checkpoint.load(ckpt)["nimg"] == killed_at + 16
+
+
+def test_every_train_param_is_checked_on_resume_or_free_to_change():
+    import dataclasses
+
+    from spidergan.params import TrainParams
+
+    fields = {f.name for f in dataclasses.fields(TrainParams)}
+    match, free = set(checkpoint.MATCH_KEYS), set(checkpoint.FREE_KEYS)
+    assert not match & free, match & free
+    assert match | free == fields, f"unclassified: {fields - match - free}"
+    for k in ("precision", "compile", "tf32", "channels_last", "augment_filter"):
+        assert k in match
+
+
+def test_numerics_settings_refuse_resume(ds, tmp_path):
+    p = tiny(kimg=0.008, snap_kimg=0.008)
+    _run(p, ds, tmp_path / "run")
+    with pytest.raises(checkpoint.ResumeMismatch, match="precision"):
+        _run(replace(p, kimg=0.016, precision="bf16"), ds, tmp_path / "run")
+
+
+def test_transfer_keeps_the_imported_g_ema(ds, tmp_path):
+    # a source whose G and G_ema differ (EMA half-life 1 kimg over 16 images)
+    _run(tiny(kimg=0.016, ema_kimg=1.0, ema_rampup=0.0), ds, tmp_path / "base")
+    src = tmp_path / "base" / train.CHECKPOINT_NAME
+    a = checkpoint.load(src)
+    _run(tiny(kimg=0.004, snap_kimg=0.004, resume_from=str(src)), ds, tmp_path / "tl")
+    b = _weights(tmp_path / "tl")
+    assert b["step"] == 1
+
+    def dist(x, y):  # over the parameters (buffers such as w_avg are copied from G, as in
+        # the reference)
+        return math.sqrt(sum(float((x[k] - y[k]).double().square().sum())
+                             for k in x if not k.endswith("w_avg")))
+
+    moved, spread = dist(b["G_ema"], a["G_ema"]), dist(b["G"], a["G_ema"])
+    # one EMA step with half-life 1 kimg at batch 4: G_ema moves 0.28% of the way to G
+    assert moved < 0.01 * spread, (moved, spread)
+    assert build.ema_rampup(tiny(resume_from=str(src))) == 0.0
+    assert build.ada_kimg(tiny(ada_kimg="auto", resume_from=str(src))) == 100
+    assert build.ada_kimg(tiny(ada_kimg="auto")) == 500
+
+
+@pytest.mark.parametrize("key, value, ok", [
+    ("r1_gamma", "auto", True), ("r1_gamma", 0.5, True), ("r1_gamma", -1.0, False),
+    ("r1_gamma", "autox", False), ("ada_kimg", "auto", True), ("ada_kimg", 0, False),
+    ("augment_filter", "antialias", True), ("augment_filter", "bicubic", False),
+])
+def test_auto_params_validate_naming_the_key(key, value, ok):
+    from spidergan import params
+
+    if ok:
+        assert getattr(params.from_dict({"train": {key: value}}).train, key) == value
+    else:
+        with pytest.raises(params.ParamsError, match=rf"^train\.{key}"):
+            params.from_dict({"train": {key: value}})

@@ -1,4 +1,5 @@
-"""`spidergan generate`: images from a trained checkpoint's G_ema.
+"""Inference: images from a trained checkpoint's G_ema (`spidergan generate`, evaluate, and
+the training loop's sample grids all draw through the helpers here).
 
 * one PNG per seed (the latent of seed s is the same as in the training sample grids),
 * a grid of the seeds,
@@ -13,12 +14,46 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from spidergan import atomic
 from spidergan.gan import checkpoint
 from spidergan.gan.networks import Generator
-from spidergan.gan.train import generate_images, image_grid, seeded_z
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def image_grid(images: torch.Tensor, cols: int) -> Image.Image:
+    a = to_uint8(images)
+    n, h, w, c = a.shape
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * h, cols * w, c), 255, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = a[i]
+    return Image.fromarray(grid)
+
+
+@torch.no_grad()
+def generate_images(G, z: torch.Tensor, psi: float = 1.0, batch: int = 32,
+                    noise_mode: str = "const") -> torch.Tensor:
+    """Images for latents `z`, in chunks; const noise so fixed seeds give fixed pictures."""
+    G.eval()
+    dev = next(G.parameters()).device
+    out = [G(z[i:i + batch].to(dev), truncation_psi=psi, noise_mode=noise_mode).cpu()
+           for i in range(0, len(z), batch)]
+    return torch.cat(out)
+
+
+def seeded_z(seeds, z_dim: int) -> torch.Tensor:
+    """One latent per seed, independent of everything else (grids, `spidergan generate`)."""
+    return torch.stack([torch.from_numpy(np.random.RandomState(int(s)).randn(z_dim)).float()
+                        for s in seeds])
 
 
 def parse_seeds(text: str) -> list[int]:
