@@ -188,12 +188,44 @@ class FileHashes:
     hashes: np.ndarray        # (len(paths), words) uint64
     index: np.ndarray         # position of each hashed file in the input list
     errors: list[tuple[str, str, str]]  # (path, reason, detail) for files skipped
+    smalls: list | None = None  # the resized pixels the hashes came from (keep_smalls=True)
+
+
+def shrink_images(imgs: Sequence[Image.Image], kind: str = "phash", hash_size: int = 8,
+                  workers: int | None = None) -> list[np.ndarray]:
+    """The gray pixels imagehash resizes each image to before its arithmetic (one per image)."""
+    _check(kind, hash_size)
+
+    def one(im):
+        return _shrink(im.convert("L"), kind, hash_size)
+
+    if not len(imgs):
+        return []
+    with ThreadPoolExecutor(_workers(workers)) as ex:
+        return list(ex.map(one, imgs))
+
+
+def hash_images(imgs: Sequence[Image.Image], kind: str = "phash", hash_size: int = 8,
+                workers: int | None = None) -> np.ndarray:
+    """Hashes of decoded PIL images: (N, words) uint64, equal to imagehash's bits."""
+    _check(kind, hash_size)
+    if not len(imgs):
+        return np.zeros((0, n_words(hash_size)), dtype=np.uint64)
+    return hash_smalls(shrink_images(imgs, kind, hash_size, workers), kind, hash_size)
+
+
+def hash_smalls(smalls: Sequence[np.ndarray], kind: str = "phash", hash_size: int = 8) -> np.ndarray:
+    """Hashes of already-resized pixels (from `shrink_images` or `hash_files(keep_smalls=True)`)."""
+    if not len(smalls):
+        return np.zeros((0, n_words(hash_size)), dtype=np.uint64)
+    return pack_bits(_bits_from_smalls(smalls, kind, hash_size))
 
 
 def hash_files(paths: Iterable[str | Path], kind: str = "phash", hash_size: int = 8, *,
                fast: bool = False, workers: int | None = None,
                max_pixels: int = images.DEFAULT_MAX_PIXELS,
-               progress: Callable[[int], None] | None = None) -> FileHashes:
+               progress: Callable[[int], None] | None = None,
+               keep_smalls: bool = False) -> FileHashes:
     """Decode and hash image files in parallel. Unreadable files are reported, not raised."""
     _check(kind, hash_size)
     paths = [str(p) for p in paths]
@@ -224,9 +256,9 @@ def hash_files(paths: Iterable[str | Path], kind: str = "phash", hash_size: int 
                 errors.append((path, err[0], err[1]))
             if progress is not None:
                 progress(1)
-    hashes = (pack_bits(_bits_from_smalls(smalls, kind, hash_size)) if smalls
-              else np.zeros((0, n_words(hash_size)), dtype=np.uint64))
-    return FileHashes(ok_paths, hashes, np.asarray(index, dtype=np.int64), errors)
+    hashes = hash_smalls(smalls, kind, hash_size)
+    return FileHashes(ok_paths, hashes, np.asarray(index, dtype=np.int64), errors,
+                      smalls if keep_smalls else None)
 
 
 # --------------------------------------------------------------------------- Hamming search

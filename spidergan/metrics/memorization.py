@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from spidergan import atomic, hashing, images, sheets
+from spidergan import atomic, copies, hashing, images, sheets
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,16 @@ def memorization_rate(distances: np.ndarray, threshold: float) -> float:
 
 @dataclass
 class Nearest:
-    """Nearest reference per query, by hash."""
-    query: list             # query items (paths or images) that hashed
-    reference: list         # reference items that hashed
-    index: np.ndarray       # per query: position in `reference`
-    distance: np.ndarray    # per query: Hamming distance
-    threshold: int
+    """Nearest reference per query: the copy engine's best verified match (spidergan.copies)."""
+    query: list             # query items (paths or images) that decoded
+    reference: list         # reference items that decoded
+    index: np.ndarray       # per query: position in `reference` (-1: none)
+    distance: np.ndarray    # per query: copy distance, 1 - correlation (0 = same picture)
+    threshold: float        # copy distance counted as a copy
     skipped: list = field(default_factory=list)  # (item, reason, detail)
+    form: list = field(default_factory=list)     # per query: form of the query that matched
+    hash_distance: np.ndarray | None = None      # per query: Hamming distance of that form's hash
+    hash_distance_any: np.ndarray | None = None  # per query: nearest hash over all forms
 
     @property
     def within(self) -> np.ndarray:
@@ -81,35 +84,49 @@ class Nearest:
         return memorization_rate(self.distance, self.threshold)
 
     def summary(self) -> dict:
+        within = self.within
+        forms = {}
+        for f, w in zip(self.form, within.tolist()):
+            if w:
+                forms[f] = forms.get(f, 0) + 1
         return {"queries": len(self.query), "references": len(self.reference),
-                "within_threshold": int(self.within.sum()), "memorization_rate": round(self.rate, 6),
+                "within_threshold": int(within.sum()), "memorization_rate": round(self.rate, 6),
                 "threshold": self.threshold,
                 "median_distance": float(np.median(self.distance)) if len(self.distance) else None,
-                "min_distance": int(self.distance.min()) if len(self.distance) else None,
-                "skipped": len(self.skipped)}
+                "min_distance": float(self.distance.min()) if len(self.distance) else None,
+                "skipped": len(self.skipped), "copies_by_form": forms}
 
 
-def _hash_items(items: Sequence, kind: str, hash_size: int, workers=None):
-    """Hash paths (decoded via spidergan.images) or PIL images; returns (kept items, hashes, skipped)."""
+def signatures(items: Sequence, kind: str = "phash", hash_size: int = 16,
+               forms: Sequence[str] = ("plain", "flipped"), workers=None):
+    """Engine signatures of paths or PIL images: (kept items, signatures, skipped)."""
     items = list(items)
-    if items and all(isinstance(i, Image.Image) for i in items):
-        return items, hashing.hash_images(items, kind, hash_size, workers=workers), []
-    got = hashing.hash_files(items, kind, hash_size, workers=workers)
-    kept = [items[k] for k in got.index.tolist()]
-    return kept, got.hashes, list(got.errors)
+    sig, kept, errors = copies.signatures(items, kind, hash_size, forms, workers)
+    return [items[k] for k in kept.tolist()], sig, errors
 
 
-def nearest(queries: Sequence, references: Sequence, kind: str = "phash", hash_size: int = 8,
-            threshold: int = 10, workers: int | None = None) -> Nearest:
-    """Nearest reference (by `kind` hash) for every query; items are paths or PIL images."""
-    q, qh, qskip = _hash_items(queries, kind, hash_size, workers)
-    r, rh, rskip = _hash_items(references, kind, hash_size, workers)
-    if len(r) == 0:
-        idx = np.full(len(q), -1, np.int64)
-        dist = np.full(len(q), hash_size * hash_size + 1, np.int32)  # never within any threshold
+def match(qs: "copies.Signatures", rs: "copies.Signatures", q_items: list, r_items: list,
+          threshold: float = copies.DEFAULT_THRESHOLD, skipped: list | None = None,
+          shortlist: int = copies.DEFAULT_SHORTLIST, workers=None) -> Nearest:
+    """Nearest (verified) reference per query between two sets of signatures."""
+    m = copies.nearest(qs, rs, shortlist, workers=workers)
+    if len(rs) and len(qs):
+        hd = np.min(np.stack([hashing.knn(qs.form_hashes[f], rs.hashes, k=1, workers=workers)[1][:, 0]
+                              for f in range(len(qs.forms))]), axis=0)
     else:
-        idx, dist = nearest_by_hash(qh, rh, workers=workers)
-    return Nearest(q, r, idx, dist, threshold, qskip + rskip)
+        hd = np.full(len(qs), qs.hash_size ** 2 + 1, np.int32)
+    return Nearest(q_items, r_items, m.index, m.distance, threshold, list(skipped or []),
+                   m.form_names(), m.hash_distance, hd)
+
+
+def nearest(queries: Sequence, references: Sequence, kind: str = "phash", hash_size: int = 16,
+            threshold: float = copies.DEFAULT_THRESHOLD, workers: int | None = None,
+            forms: Sequence[str] = ("plain", "flipped"),
+            shortlist: int = copies.DEFAULT_SHORTLIST) -> Nearest:
+    """Nearest reference for every query, in any of `forms`; items are paths or PIL images."""
+    q, qs, qskip = signatures(queries, kind, hash_size, forms, workers)
+    r, rs, rskip = signatures(references, kind, hash_size, ("plain",), workers)
+    return match(qs, rs, q, r, threshold, qskip + rskip, shortlist, workers)
 
 
 def pairs_picture(result: Nearest, n: int = 16, cell: int = 96) -> Image.Image:
