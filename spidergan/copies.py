@@ -344,7 +344,9 @@ def self_pairs(s: Signatures, radius: int, shortlist: int = 0, workers: int | No
     """Verified pairs within one set (dedup): shortlist = every pair within `radius` bits in
     some form, plus the `shortlist` nearest per image and form. Returns (i, j, form, hash
     distance, copy distance) with i < j, the best form per pair."""
-    i, j, f, d = candidates(s, None, radius=radius, workers=workers)
+    e = np.zeros(0, np.int64)
+    i, j, f, d = (candidates(s, None, radius=radius, workers=workers) if radius >= 0
+                  else (e, e, e, np.zeros(0, np.int32)))
     if shortlist:
         i2, j2, f2, d2 = candidates(s, None, shortlist=shortlist, workers=workers)
         i, j, f, d = (np.concatenate(a) for a in ((i, i2), (j, j2), (f, f2), (d, d2)))
@@ -355,3 +357,19 @@ def self_pairs(s: Signatures, radius: int, shortlist: int = 0, workers: int | No
     order = np.lexsort((d, v, j, i))
     first = order[np.unique(np.stack([i[order], j[order]], 1), axis=0, return_index=True)[1]]
     return i[first], j[first], f[first], d[first], v[first]
+
+
+def self_nearest(s: Signatures, shortlist: int = DEFAULT_SHORTLIST, workers: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest other image (index, copy distance) per image of one set, among its shortlist."""
+    n = len(s)
+    idx = np.full(n, -1, np.int64)
+    dist = np.full(n, 2.0, np.float32)
+    i, j, f, _, v = self_pairs(s, radius=-1, shortlist=shortlist, workers=workers)
+    for a, b in ((i, j), (j, i)):  # a pair serves both its images
+        order = np.lexsort((v, a))
+        first = order[np.unique(a[order], return_index=True)[1]]
+        better = v[first] < dist[a[first]]
+        dist[a[first][better]] = v[first][better]
+        idx[a[first][better]] = b[first][better]
+    return idx, dist

@@ -1,9 +1,11 @@
 """Is the generator copying its training set? Nearest real image for every generated one.
 
-Two distances: perceptual-hash Hamming distance (exact search, `spidergan.hashing`) and cosine
-distance between feature vectors the caller supplies (e.g. Inception or detector embeddings).
+Two distances: the copy distance of `spidergan.copies` (hash shortlist over the forms training
+shows an image in, verified by thumbnail correlation over crops and shifts) and cosine distance
+between feature vectors the caller supplies (e.g. Inception or detector embeddings).
 The memorization rate is the share of fakes whose nearest real lies within a threshold. A
-side-by-side picture of the closest fake/real pairs lets a person judge the worst cases.
+side-by-side picture of the closest fake/real pairs (with the form that matched) lets a person
+judge the worst cases.
 
 `nearest_folders` is the same measure for any two folders (`spidergan nearest`).
 """
@@ -136,9 +138,13 @@ def pairs_picture(result: Nearest, n: int = 16, cell: int = 96) -> Image.Image:
     order = np.argsort(result.distance, kind="stable")[:n]
     items = []
     for k in order.tolist():
-        d = int(result.distance[k])
+        if result.index[k] < 0:
+            continue
+        d = float(result.distance[k])
         tag = " *" if d <= result.threshold else ""
-        items.append((result.query[k], result.reference[int(result.index[k])], f"d={d}{tag}"))
+        form = result.form[k] if k < len(result.form) else ""
+        items.append((result.query[k], result.reference[int(result.index[k])],
+                      f"d={d:.3f} {form}{tag}"))
     return sheets.pairs(items, cell=cell)
 
 
@@ -155,13 +161,14 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def nearest_folders(query_dir: str | Path, reference_dir: str | Path, kind: str = "phash",
-                    hash_size: int = 8, threshold: int = 10, workers: int | None = None) -> Nearest:
+                    hash_size: int = 16, threshold: float = copies.DEFAULT_THRESHOLD,
+                    workers: int | None = None, forms: Sequence[str] = ("plain", "flipped")) -> Nearest:
     qs, rs = list_images(query_dir), list_images(reference_dir)
     if not qs:
         log.warning("no images in %s", query_dir)
     if not rs:
         log.warning("no images in %s", reference_dir)
-    return nearest(qs, rs, kind, hash_size, threshold, workers)
+    return nearest(qs, rs, kind, hash_size, threshold, workers, forms)
 
 
 def to_csv(result: Nearest, query_root: str | Path | None = None,
@@ -178,11 +185,14 @@ def to_csv(result: Nearest, query_root: str | Path | None = None,
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["query", "nearest", "distance", "within_threshold"])
+    w.writerow(["query", "nearest", "distance", "form", "hash_distance", "within_threshold"])
     for k, item in enumerate(result.query):
         ref = result.reference[int(result.index[k])] if result.index[k] >= 0 else None
         w.writerow([name(item, query_root), name(ref, reference_root) if ref is not None else "",
-                    int(result.distance[k]) if ref is not None else "", bool(result.within[k])])
+                    round(float(result.distance[k]), 6) if ref is not None else "",
+                    result.form[k] if ref is not None and k < len(result.form) else "",
+                    int(result.hash_distance[k]) if ref is not None and result.hash_distance is not None else "",
+                    bool(result.within[k])])
     return buf.getvalue()
 
 
