@@ -119,7 +119,7 @@ def _cmd_nearest(args) -> int:
                  "dihedral": copies.forms_for(rotations=True)}[args.forms]
         res = memorization.nearest_folders(args.query_dir, args.reference_dir, kind=args.hash,
                                            hash_size=args.hash_size, threshold=args.threshold,
-                                           forms=forms)
+                                           forms=forms, fast=not args.exact)
     except (FileNotFoundError, ValueError) as e:
         print(f"spidergan nearest: {e}", file=sys.stderr)
         return 2
@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--forms", default="mirror", choices=("plain", "mirror", "dihedral"),
                    help="forms a copy may take: plain, + x-flip (train.mirror), + 90-degree turns "
                         "(ADA's blit ops) (default: %(default)s)")
+    s.add_argument("--exact", action="store_true",
+                   help="decode JPEGs fully (plain hash = imagehash's); default: reduced-scale "
+                        "decoding, 2-3x faster, the same copies (bench/copies.py)")
     s.add_argument("--out", help="CSV file (default: stdout)")
     s.add_argument("--pairs", metavar="PNG", help="also draw the closest pairs side by side")
     s.add_argument("--pairs-n", type=int, default=16)

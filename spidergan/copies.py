@@ -74,6 +74,7 @@ class Signatures:
     form_hashes: np.ndarray   # (F, N, words): hash of each image in each form
     thumbs: np.ndarray        # (N, THUMB, THUMB) float32
     forms: tuple[str, ...]
+    detail: np.ndarray = None  # (N,) fine-band energy relative to the thumbnail's (`thumbnails`)
     kind: str = "phash"
     hash_size: int = 16
 
@@ -92,7 +93,8 @@ def signatures_from_smalls(smalls: Sequence[np.ndarray], kind: str = "phash", ha
     words = hashing.n_words(hash_size)
     if not len(smalls):
         return Signatures(np.zeros((0, words), np.uint64), np.zeros((len(forms), 0, words), np.uint64),
-                          np.zeros((0, THUMB, THUMB), np.float32), forms, kind, hash_size)
+                          np.zeros((0, THUMB, THUMB), np.float32), forms, np.zeros(0, np.float32),
+                          kind, hash_size)
     stack = [np.asarray(s) for s in smalls]
     if any(FORMS[f][1] % 2 for f in forms) and any(s.shape[0] != s.shape[1] for s in stack):
         raise ValueError(f"{kind} resizes to a non-square grid: quarter-turn forms need "
@@ -100,26 +102,33 @@ def signatures_from_smalls(smalls: Sequence[np.ndarray], kind: str = "phash", ha
     plain = hashing.hash_smalls(stack, kind, hash_size)
     fh = [plain] + [hashing.hash_smalls([np.ascontiguousarray(apply_form(s, f)) for s in stack],
                                         kind, hash_size) for f in forms[1:]]
-    return Signatures(plain, np.stack(fh), thumbnails(stack), forms, kind, hash_size)
+    thumbs, detail = thumbnails(stack)
+    return Signatures(plain, np.stack(fh), thumbs, forms, detail, kind, hash_size)
 
 
-def thumbnails(smalls: Sequence[np.ndarray]) -> np.ndarray:
-    """THUMB x THUMB gray thumbnails (area-averaged, lightly blurred) of hash inputs."""
+def thumbnails(smalls: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """THUMB x THUMB high-passed gray thumbnails of hash inputs, and each one's *detail*: RMS of
+    its finest band (under ~2 px) over RMS of the band the thumbnail keeps."""
     import cv2
 
     out = np.empty((len(smalls), THUMB, THUMB), np.float32)
+    detail = np.empty(len(smalls), np.float32)
     for i, s in enumerate(smalls):
-        t = cv2.resize(np.asarray(s, np.float32), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-        t = cv2.GaussianBlur(t, (0, 0), 0.7)  # windows are sampled at ~1.7 px steps
+        raw = cv2.resize(np.asarray(s, np.float32), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+        t = cv2.GaussianBlur(raw, (0, 0), 0.7)  # windows are sampled at ~1.7 px steps
         # high-pass: unrelated photos share smooth light gradients that would correlate
         out[i] = t - cv2.GaussianBlur(t, (0, 0), HIGHPASS)
-    return out
+        fine = raw - cv2.GaussianBlur(raw, (0, 0), 1.0)
+        detail[i] = np.sqrt(np.mean(fine ** 2)) / max(float(np.sqrt(np.mean(out[i] ** 2))), 1e-3)
+    return out, detail
 
 
 def signatures(items: Sequence, kind: str = "phash", hash_size: int = 16,
                forms: Sequence[str] = ("plain", "flipped"), workers: int | None = None,
-               progress=None):
-    """Signatures of paths (decoded via spidergan.images) or PIL images.
+               progress=None, fast: bool = False):
+    """Signatures of paths (decoded via spidergan.images) or PIL images. `fast`: JPEGs decode
+    at a reduced DCT scale (hashing.hash_files' fast path; the plain hash may then differ from
+    imagehash's by a few bits, the copy distance hardly).
 
     Returns (signatures, positions of the items that decoded, [(item, reason, detail)] skipped)."""
     from PIL import Image
@@ -130,7 +139,7 @@ def signatures(items: Sequence, kind: str = "phash", hash_size: int = 16,
         return (signatures_from_smalls(smalls, kind, hash_size, forms),
                 np.arange(len(items), dtype=np.int64), [])
     got = hashing.hash_files(items, kind, hash_size, workers=workers, progress=progress,
-                             keep_smalls=True)
+                             keep_smalls=True, fast=fast)
     return (signatures_from_smalls(got.smalls, kind, hash_size, forms), got.index,
             list(got.errors))
 
@@ -158,58 +167,92 @@ def _sample(thumbs: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return top * (1 - fy[:, None]) + bot * fy[:, None]
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-norm rows (brightness and contrast drop out); flat rows stay 0."""
+def _unit(v: np.ndarray, with_norm: bool = False):
+    """Zero-mean, unit-norm rows (brightness and contrast drop out); flat rows stay 0.
+    With `with_norm`, also each row's RMS contrast before normalising."""
     v = v.reshape(v.shape[0], -1) if v.ndim > 2 else v
     v = v - v.mean(axis=-1, keepdims=True)
     n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return np.where(n > 1e-6, v / np.maximum(n, 1e-6), 0.0).astype(np.float32)
+    u = np.where(n > 1e-6, v / np.maximum(n, 1e-6), 0.0).astype(np.float32)
+    return (u, (n[..., 0] / np.sqrt(v.shape[-1])).astype(np.float32)) if with_norm else u
 
 
 _VIEWS = [(s, dx, dy) for s in SIZES for dx in OFFSETS for dy in OFFSETS]
 
 
-def centre_vectors(thumbs: np.ndarray) -> np.ndarray:
+def _weights(coords: np.ndarray) -> np.ndarray:
+    """(len(coords), THUMB) bilinear weights: row i samples a THUMB line at coords[i], as `_sample`."""
+    v = np.clip(coords, 0, THUMB - 1)
+    lo = np.minimum(np.floor(v).astype(np.int64), THUMB - 2)
+    f = v - lo
+    w = np.zeros((len(coords), THUMB), np.float32)
+    w[np.arange(len(coords)), lo] = 1 - f
+    w[np.arange(len(coords)), lo + 1] += f
+    return w
+
+
+def centre_vectors(thumbs: np.ndarray, with_norm: bool = False):
+    """(N, VIEW*VIEW) unit vectors of the central window (+ RMS contrast with `with_norm`)."""
     xs, ys = _grid(CENTRE, 0.0, 0.0)
-    return _unit(_sample(thumbs, xs, ys).reshape(len(thumbs), -1))
+    win = _weights(ys) @ thumbs @ _weights(xs).T
+    return _unit(win.reshape(len(thumbs), -1), with_norm)
 
 
-def view_vectors(thumbs: np.ndarray) -> np.ndarray:
-    """(N, views, VIEW*VIEW) unit vectors of every window in the search grid."""
-    out = np.empty((len(thumbs), len(_VIEWS), VIEW * VIEW), np.float32)
-    for v, (s, dx, dy) in enumerate(_VIEWS):
-        xs, ys = _grid(s, dx, dy)
-        out[:, v] = _unit(_sample(thumbs, xs, ys).reshape(len(thumbs), -1))
-    return out
+def view_vectors(thumbs: np.ndarray, with_norm: bool = False):
+    """(N, views, VIEW*VIEW) unit vectors of every window in the search grid (+ (N, views)
+    RMS contrasts with `with_norm`). Separable sampling: rows of all windows of one size at
+    once, then their columns (one matrix product each)."""
+    n = len(thumbs)
+    parts = []
+    for size in SIZES:
+        wy = np.concatenate([_weights(_grid(size, 0.0, dy)[1]) for dy in OFFSETS])   # (5*VIEW, T)
+        wx = np.concatenate([_weights(_grid(size, dx, 0.0)[0]) for dx in OFFSETS])
+        win = (wy @ thumbs @ wx.T).reshape(n, len(OFFSETS), VIEW, len(OFFSETS), VIEW)
+        parts.append(win.transpose(0, 3, 1, 2, 4).reshape(n, -1, VIEW * VIEW))  # (size, dx, dy)
+    u, norms = _unit(np.concatenate(parts, axis=1).reshape(-1, VIEW * VIEW), True)
+    u, norms = u.reshape(n, len(_VIEWS), -1), norms.reshape(n, len(_VIEWS))
+    return (u, norms) if with_norm else u
+
+
+def contrast_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2ab / (a^2 + b^2) of two RMS contrasts: 1 when equal, 0.8 at a factor 2, 0.38 at 5.
+
+    Correlation alone ignores contrast, so a faint blur matched any image with the same
+    layout (an undertrained generator's blobs on white "copied" every centred spider)."""
+    return 2 * a * b / np.maximum(a * a + b * b, 1e-12)
 
 
 class _Cache:
-    """Centre and window vectors per (image, form), computed when first needed."""
+    """Centre and window vectors (and their contrasts) per (image, form), made when first needed."""
 
     def __init__(self, thumbs: np.ndarray):
         self.thumbs = thumbs
-        self.centre: dict = {}
-        self.views: dict = {}
+        self.store: dict = {}
 
-    def get(self, which: str, form: str, idx: np.ndarray) -> np.ndarray:
-        store = self.centre if which == "centre" else self.views
-        if form not in store:
+    def get(self, which: str, form: str, idx: np.ndarray):
+        key = (which, form)
+        if key not in self.store:
             n = len(self.thumbs)
-            shape = (n, VIEW * VIEW) if which == "centre" else (n, len(_VIEWS), VIEW * VIEW)
-            store[form] = (np.zeros(shape, np.float32), np.zeros(n, bool))
-        arr, done = store[form]
+            if which == "centre":
+                self.store[key] = (np.zeros((n, VIEW * VIEW), np.float32), np.zeros(n, np.float32),
+                                   np.zeros(n, bool))
+            else:
+                self.store[key] = (np.zeros((n, len(_VIEWS), VIEW * VIEW), np.float32),
+                                   np.zeros((n, len(_VIEWS)), np.float32), np.zeros(n, bool))
+        arr, norm, done = self.store[key]
         need = np.unique(idx[~done[idx]])
         if len(need):
             t = np.ascontiguousarray(apply_form(self.thumbs[need], form))
-            arr[need] = centre_vectors(t) if which == "centre" else view_vectors(t)
+            arr[need], norm[need] = (centre_vectors(t, True) if which == "centre"
+                                     else view_vectors(t, True))
             done[need] = True
-        return arr[idx]
+        return arr[idx], norm[idx]
 
 
 def verify(q: Signatures, r: Signatures, qi: np.ndarray, rj: np.ndarray, form: np.ndarray
            ) -> np.ndarray:
-    """Copy distance (1 - best correlation) of query qi[k] in form `q.forms[form[k]]` to
-    reference rj[k], over the window grid both ways round."""
+    """Copy distance of query qi[k] in form `q.forms[form[k]]` to reference rj[k]: 1 - the best
+    correlation x contrast agreement over the window grid, both ways round."""
     qi, rj, form = (np.asarray(a, np.int64) for a in (qi, rj, form))
     out = np.full(len(qi), -1.0, np.float32)
     qc, rc = _Cache(q.thumbs), _Cache(r.thumbs)
@@ -220,48 +263,58 @@ def verify(q: Signatures, r: Signatures, qi: np.ndarray, rj: np.ndarray, form: n
         order = sel[np.argsort(rj[sel], kind="stable")]
         refs, starts = np.unique(rj[order], return_index=True)
         ends = np.append(starts[1:], len(order))
-        views = rc.get("views", "plain", refs)
-        centres = qc.get("centre", name, qi[order])
+        views, vn = rc.get("views", "plain", refs)
+        centres, cn = qc.get("centre", name, qi[order])
         for k in range(len(refs)):
             rows = slice(starts[k], ends[k])
-            out[order[rows]] = (centres[rows] @ views[k].T).max(axis=1)
+            score = (centres[rows] @ views[k].T) * contrast_agreement(cn[rows, None], vn[k][None])
+            out[order[rows]] = score.max(axis=1)
         # ... and the reference's centre among the query's windows: a crop either side
         order = sel[np.argsort(qi[sel], kind="stable")]
         qs_, starts = np.unique(qi[order], return_index=True)
         ends = np.append(starts[1:], len(order))
-        views = qc.get("views", name, qs_)
-        centres = rc.get("centre", "plain", rj[order])
+        views, vn = qc.get("views", name, qs_)
+        centres, cn = rc.get("centre", "plain", rj[order])
         for k in range(len(qs_)):
             rows = slice(starts[k], ends[k])
-            out[order[rows]] = np.maximum(out[order[rows]], (centres[rows] @ views[k].T).max(axis=1))
+            score = (centres[rows] @ views[k].T) * contrast_agreement(cn[rows, None], vn[k][None])
+            out[order[rows]] = np.maximum(out[order[rows]], score.max(axis=1))
+    # a sharp photo and a blur of the same layout are not copies of each other
+    out *= contrast_agreement(q.detail[qi], r.detail[rj])
     return 1.0 - out
 
 
-def coarse_vectors(thumbs: np.ndarray) -> np.ndarray:
-    """COARSE x COARSE unit vectors of the central window: a shortlist that a crop or shift
-    moves less than it moves a hash."""
-    xs, ys = _grid(CENTRE, 0.0, 0.0)
-    xs, ys = xs.reshape(COARSE, -1).mean(1), ys.reshape(COARSE, -1).mean(1)
+COARSE_SHIFTS = [(dx, dy) for dx in (-0.08, 0.0, 0.08) for dy in (-0.08, 0.0, 0.08)]
+
+
+def coarse_vectors(thumbs: np.ndarray, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """COARSE x COARSE unit vectors of the central window shifted by (dx, dy): a shortlist
+    that a crop or shift moves less than it moves a hash."""
     import cv2
 
+    xs, ys = _grid(CENTRE, dx, dy)
+    xs, ys = xs.reshape(COARSE, -1).mean(1), ys.reshape(COARSE, -1).mean(1)
     blurred = np.stack([cv2.GaussianBlur(t, (0, 0), 1.2) for t in thumbs]) if len(thumbs) else thumbs
-    return _unit(_sample(blurred, xs, ys).reshape(len(thumbs), -1))
+    return _unit(_weights(ys) @ blurred @ _weights(xs).T)
 
 
 def coarse_knn(q: Signatures, r: Signatures, form: str, k: int, self_search: bool = False,
-               chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """k best references by coarse correlation for every query in `form`: (n, k) indices."""
+               max_floats: int = 2**24) -> np.ndarray:
+    """k best references by coarse correlation (best of 9 shifts of the reference's window,
+    up to 8% each way: ADA's integer translation moves content by up to 12.5%) for every
+    query in `form`: (n, k) indices. Costs n_query x n_ref x 9 x COARSE^2 multiply-adds."""
     qv = coarse_vectors(np.ascontiguousarray(apply_form(q.thumbs, form)))
-    rv = coarse_vectors(r.thumbs)
-    k = min(k, len(rv))
+    rv = np.stack([coarse_vectors(r.thumbs, dx, dy) for dx, dy in COARSE_SHIFTS], axis=1)
+    rv = rv.reshape(-1, rv.shape[-1])                     # (n_ref * shifts, d)
+    k = min(k, len(r.thumbs))
     idx = np.empty((len(qv), k), np.int64)
+    chunk = max(1, max_floats // max(1, len(rv)))
     for a in range(0, len(qv), chunk):
-        sim = qv[a:a + chunk] @ rv.T
+        sim = (qv[a:a + chunk] @ rv.T).reshape(-1, len(r.thumbs), len(COARSE_SHIFTS)).max(axis=2)
         if self_search:
             rows = np.arange(sim.shape[0])
             sim[rows, a + rows] = -np.inf
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        idx[a:a + chunk] = part
+        idx[a:a + chunk] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
     return idx
 
 
@@ -283,7 +336,8 @@ def candidates(q: Signatures, r: Signatures | None = None, shortlist: int = DEFA
                radius: int | None = None, workers: int | None = None):
     """Shortlisted (query, reference, form, hash distance) arrays: the `shortlist` nearest
     references per query and form, or with `radius` every pair within that Hamming distance.
-    With r=None the search is within q (pairs i < j... by form: i's form against j's plain)."""
+    With r=None the search is within q: pairs i < j, i in a form against j plain (both forms of
+    an inverse pair are in `forms`, so j in form f against i is i in f's inverse against j)."""
     self_search = r is None
     ref = q if self_search else r
     if len(q) == 0 or len(ref) == 0:
@@ -294,6 +348,10 @@ def candidates(q: Signatures, r: Signatures | None = None, shortlist: int = DEFA
         if radius is not None:
             if self_search and f == 0:
                 i, j, d = hashing.radius(q.form_hashes[0], None, radius, workers=workers)
+            elif self_search:
+                # i < j only: (j in form f, i) is (i in f's inverse, j), searched with that form
+                i, j, d = hashing.radius(q.form_hashes[f], ref.hashes, radius, workers=workers,
+                                         upper=True)
             else:
                 i, j, d = hashing.radius(q.form_hashes[f], ref.hashes, radius, workers=workers)
         else:

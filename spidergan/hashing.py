@@ -372,17 +372,21 @@ def knn(query: np.ndarray, ref: np.ndarray | None = None, k: int = 1, *,
 
 
 def radius(query: np.ndarray, ref: np.ndarray | None = None, r: int = 10, *,
-           max_bytes: int = DEFAULT_MAX_BYTES, workers: int | None = None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           max_bytes: int = DEFAULT_MAX_BYTES, workers: int | None = None,
+           upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs within Hamming distance `r`: (query index, ref index, distance), sorted.
 
     With `ref=None` the search is within `query` and each unordered pair appears once (i < j).
+    `upper=True`: query and ref hold the same items in two forms (e.g. flipped and plain hashes)
+    and only pairs i < j are searched, half the work, for a form that is its own inverse.
     """
     q = _as_words(query)
-    self_search = ref is None
-    rr = q if self_search else _as_words(ref)
+    self_search = ref is None or upper
+    rr = q if ref is None else _as_words(ref)
     if q.shape[1] != rr.shape[1]:
         raise ValueError(f"hash widths differ: {q.shape[1]} and {rr.shape[1]} words")
+    if upper and len(q) != len(rr):
+        raise ValueError("upper=True needs the same items in query and ref")
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
     if len(q) == 0 or len(rr) == 0 or r < 0:
         return empty

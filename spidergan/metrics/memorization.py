@@ -100,10 +100,10 @@ class Nearest:
 
 
 def signatures(items: Sequence, kind: str = "phash", hash_size: int = 16,
-               forms: Sequence[str] = ("plain", "flipped"), workers=None):
+               forms: Sequence[str] = ("plain", "flipped"), workers=None, fast: bool = False):
     """Engine signatures of paths or PIL images: (kept items, signatures, skipped)."""
     items = list(items)
-    sig, kept, errors = copies.signatures(items, kind, hash_size, forms, workers)
+    sig, kept, errors = copies.signatures(items, kind, hash_size, forms, workers, fast=fast)
     return [items[k] for k in kept.tolist()], sig, errors
 
 
@@ -124,10 +124,10 @@ def match(qs: "copies.Signatures", rs: "copies.Signatures", q_items: list, r_ite
 def nearest(queries: Sequence, references: Sequence, kind: str = "phash", hash_size: int = 16,
             threshold: float = copies.DEFAULT_THRESHOLD, workers: int | None = None,
             forms: Sequence[str] = ("plain", "flipped"),
-            shortlist: int = copies.DEFAULT_SHORTLIST) -> Nearest:
+            shortlist: int = copies.DEFAULT_SHORTLIST, fast: bool = False) -> Nearest:
     """Nearest reference for every query, in any of `forms`; items are paths or PIL images."""
-    q, qs, qskip = signatures(queries, kind, hash_size, forms, workers)
-    r, rs, rskip = signatures(references, kind, hash_size, ("plain",), workers)
+    q, qs, qskip = signatures(queries, kind, hash_size, forms, workers, fast)
+    r, rs, rskip = signatures(references, kind, hash_size, ("plain",), workers, fast)
     return match(qs, rs, q, r, threshold, qskip + rskip, shortlist, workers)
 
 
@@ -162,13 +162,14 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def nearest_folders(query_dir: str | Path, reference_dir: str | Path, kind: str = "phash",
                     hash_size: int = 16, threshold: float = copies.DEFAULT_THRESHOLD,
-                    workers: int | None = None, forms: Sequence[str] = ("plain", "flipped")) -> Nearest:
+                    workers: int | None = None, forms: Sequence[str] = ("plain", "flipped"),
+                    fast: bool = False) -> Nearest:
     qs, rs = list_images(query_dir), list_images(reference_dir)
     if not qs:
         log.warning("no images in %s", query_dir)
     if not rs:
         log.warning("no images in %s", reference_dir)
-    return nearest(qs, rs, kind, hash_size, threshold, workers, forms)
+    return nearest(qs, rs, kind, hash_size, threshold, workers, forms, fast=fast)
 
 
 def to_csv(result: Nearest, query_root: str | Path | None = None,
