@@ -113,8 +113,13 @@ def _cmd_nearest(args) -> int:
     from spidergan.metrics import memorization
 
     try:
+        from spidergan import copies
+
+        forms = {"plain": copies.forms_for(mirror=False), "mirror": copies.forms_for(mirror=True),
+                 "dihedral": copies.forms_for(rotations=True)}[args.forms]
         res = memorization.nearest_folders(args.query_dir, args.reference_dir, kind=args.hash,
-                                           hash_size=args.hash_size, threshold=args.threshold)
+                                           hash_size=args.hash_size, threshold=args.threshold,
+                                           forms=forms, fast=not args.exact)
     except (FileNotFoundError, ValueError) as e:
         print(f"spidergan nearest: {e}", file=sys.stderr)
         return 2
@@ -122,8 +127,9 @@ def _cmd_nearest(args) -> int:
         print(f"skipped {item}: {reason} ({detail})", file=sys.stderr)
     text = memorization.to_csv(res, args.query_dir, args.reference_dir)
     s = res.summary()
-    line = (f"{s['within_threshold']} of {s['queries']} query images within distance "
-            f"{s['threshold']} ({args.hash}) of a reference image: rate {s['memorization_rate']:.4f}; "
+    by_form = ", ".join(f"{k} {v}" for k, v in sorted(s["copies_by_form"].items())) or "none"
+    line = (f"{s['within_threshold']} of {s['queries']} query images within copy distance "
+            f"{s['threshold']} of a reference image ({by_form}): rate {s['memorization_rate']:.4f}; "
             f"{s['references']} references, {s['skipped']} unreadable skipped")
     if args.out:
         atomic.write_text(args.out, text)
@@ -320,15 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plots", default="plots/dedup")
     s.set_defaults(func=_cmd_dedup)
 
-    s = sub.add_parser("nearest", help="nearest reference image (perceptual hash) for every query image")
+    s = sub.add_parser("nearest", help="nearest reference image for every query image, in any form "
+                       "training shows it (x-flip, ...): copies of training photos")
     s.add_argument("query_dir")
     s.add_argument("reference_dir")
     s.add_argument("--hash", default="phash", choices=("ahash", "dhash", "phash", "whash"))
     s.add_argument("--hash-size", type=int, default=16,
                    help="hash of hash-size**2 bits (default: %(default)s, as dedup)")
-    s.add_argument("--threshold", type=int, default=64,
-                   help="distance counted as a copy (default: %(default)s, the dedup threshold "
-                        "validated on synthetic planted duplicates for 256-bit pHash)")
+    s.add_argument("--threshold", type=float, default=0.15,
+                   help="copy distance (1 - thumbnail correlation, spidergan.copies) counted as a "
+                        "copy (default: %(default)s: <= 1%% false matches on bench/copies.py)")
+    s.add_argument("--forms", default="mirror", choices=("plain", "mirror", "dihedral"),
+                   help="forms a copy may take: plain, + x-flip (train.mirror), + 90-degree turns "
+                        "(ADA's blit ops) (default: %(default)s)")
+    s.add_argument("--exact", action="store_true",
+                   help="decode JPEGs fully (plain hash = imagehash's); default: reduced-scale "
+                        "decoding, 2-3x faster, the same copies (bench/copies.py)")
     s.add_argument("--out", help="CSV file (default: stdout)")
     s.add_argument("--pairs", metavar="PNG", help="also draw the closest pairs side by side")
     s.add_argument("--pairs-n", type=int, default=16)

@@ -28,7 +28,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
-from spidergan import atomic, hashing, manifest, sheets
+from spidergan import atomic, copies, hashing, manifest, sheets
 from spidergan.params import DedupParams
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,29 @@ def score_pairs(n: int, pi, pj, pd, ti, tj, t_dist, thresholds) -> list[dict]:
     return rows
 
 
+FORMS = {"plain": copies.forms_for(mirror=False), "mirror": copies.forms_for(mirror=True),
+         "dihedral": copies.forms_for(rotations=True)}
+
+
+def _min_form(i, j, f, d):
+    """One row per pair: the form with the smallest hash distance."""
+    if not len(i):
+        return i, j, f, d
+    order = np.lexsort((f, d, j, i))
+    first = order[np.unique(np.stack([i[order], j[order]], 1), axis=0, return_index=True)[1]]
+    return i[first], j[first], f[first], d[first]
+
+
+def _score_links(n: int, li, lj, ti, tj) -> dict:
+    """Precision and recall of the linked pairs against the true pairs."""
+    true_set = set((ti * n + tj).tolist())
+    linked = set((li * n + lj).tolist())
+    tp = len(true_set & linked)
+    return {"reported": len(linked), "true_positive": tp,
+            "precision": tp / len(linked) if linked else 1.0,
+            "recall": tp / len(true_set) if true_set else 1.0}
+
+
 def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "data/unique",
         metrics_path: str | Path | None = "metrics/dedup.json",
         plots_dir: str | Path | None = "plots/dedup", workers: int | None = None) -> dict:
@@ -97,7 +120,7 @@ def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "dat
 
     with tqdm(total=len(records), desc="dedup: hashing", unit="img") as bar:
         got = hashing.hash_files([crops / r["file"] for r in records], p.hash, p.hash_size,
-                                 workers=workers, progress=bar.update)
+                                 workers=workers, progress=bar.update, keep_smalls=True)
     rejects = [{"id": records[k]["id"], "reason": "unreadable", "detail": f"{reason}: {detail}"}
                for k, (path, reason, detail) in
                zip(sorted(set(range(len(records))) - set(got.index.tolist())), got.errors)]
@@ -105,13 +128,24 @@ def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "dat
         log.warning("dedup: skipping crop %s (%s)", r["id"], r["detail"])
     recs = [records[k] for k in got.index.tolist()]
     n = len(recs)
-    h = got.hashes
+    sig = copies.signatures_from_smalls(got.smalls, p.hash, p.hash_size, FORMS[p.forms])
+    h = sig.hashes
 
     has_truth = any(r.get("truth_dup_group") is not None for r in recs)
     search_r = max(p.threshold, p.sweep_max) if has_truth else p.threshold
-    pi, pj, pd = hashing.radius(h, None, search_r, workers=workers)
-    link = pd <= p.threshold
-    label = groups_from_pairs(n, pi[link], pj[link])
+    # hash pairs in any form (the fast path), the nearest form per pair
+    pi, pj, pf, pd = _min_form(*copies.candidates(sig, None, radius=search_r, workers=workers))
+    # verified pairs: the shortlist's copy distance
+    vi, vj, vf, vd, vc = copies.self_pairs(sig, p.shortlist_radius, p.shortlist, workers=workers)
+    by_hash = pd <= p.threshold
+    by_copy = vc <= p.copy_threshold
+    li = np.concatenate([pi[by_hash], vi[by_copy]])
+    lj = np.concatenate([pj[by_hash], vj[by_copy]])
+    lf = np.concatenate([pf[by_hash], vf[by_copy]])
+    if len(li):
+        key, first = np.unique(li * max(n, 1) + lj, return_index=True)
+        li, lj, lf = li[first], lj[first], lf[first]
+    label = groups_from_pairs(n, li, lj)
 
     members: dict[int, list[int]] = {}
     for k in range(n):
@@ -140,21 +174,28 @@ def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "dat
     metrics = {"images_in": len(records), "unreadable": len(rejects), "hashed": n,
                "kept": len(kept), "removed": n - len(kept), "groups": len(groups),
                "largest_group": max((g["size"] for g in groups), default=1 if n else 0),
-               "pairs": int(link.sum()), "threshold": p.threshold}
+               "pairs": int(len(li)), "pairs_by_hash": int(by_hash.sum()),
+               "pairs_by_copy": int(by_copy.sum()),
+               "pairs_not_plain": int((lf > 0).sum()), "threshold": p.threshold,
+               "copy_threshold": p.copy_threshold}
     sweep = []
     if has_truth:
         ti, tj = truth_pairs(recs)
-        t_dist = (np.bitwise_count(h[ti] ^ h[tj]).sum(axis=1) if len(ti)
+        t_dist = (np.min([np.bitwise_count(sig.form_hashes[f][ti] ^ h[tj]).sum(axis=1)
+                          for f in range(len(sig.forms))], axis=0) if len(ti)
                   else np.zeros(0, dtype=np.int64))
         sweep = score_pairs(n, pi, pj, pd, ti, tj, t_dist, range(p.sweep_max + 1))
-        at = score_pairs(n, pi, pj, pd, ti, tj, t_dist, [p.threshold])[0]
+        hash_at = score_pairs(n, pi, pj, pd, ti, tj, t_dist, [p.threshold])[0]
+        at = _score_links(n, li, lj, ti, tj)
         same_group = label[ti] == label[tj] if len(ti) else np.zeros(0, bool)
         metrics.update({
             "truth_pairs": int(len(ti)), "reported_pairs": at["reported"],
             "false_pairs": at["reported"] - at["true_positive"],
             "precision": round(at["precision"], 6), "recall": round(at["recall"], 6),
             "false_pair_share": round(1 - at["precision"], 6),
-            "group_recall": round(float(same_group.mean()) if len(ti) else 1.0, 6)})
+            "group_recall": round(float(same_group.mean()) if len(ti) else 1.0, 6),
+            "hash_only_recall": round(hash_at["recall"], 6),
+            "hash_only_precision": round(hash_at["precision"], 6)})
     if metrics_path:
         atomic.write_json(metrics_path, metrics)
     if plots_dir:

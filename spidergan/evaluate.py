@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spidergan import atomic, hashing, images, manifest, report, sheets
+from spidergan import atomic, copies, hashing, images, manifest, report, sheets
 from spidergan.gan import checkpoint as ckpt_mod
 from spidergan.gan.dataset import ImageDataset
 from spidergan.device import pick as pick_device
@@ -108,6 +108,9 @@ class Reals:
     holdout_hashes: np.ndarray = None
     train_feats: np.ndarray | None = None
     holdout_feats: np.ndarray | None = None
+    train_sig: "copies.Signatures" = None
+    holdout_sig: "copies.Signatures" = None
+    forms: tuple = ()
 
     @property
     def resolution(self) -> int:
@@ -149,6 +152,8 @@ class Scored:
     hash_dist: np.ndarray
     feat_index: np.ndarray | None = None
     feat_dist: np.ndarray | None = None
+    copy_form: list | None = None  # per fake: the form that matched (hash_* hold the copy engine's)
+    threshold: float = 0.15
 
 
 def score(fakes: np.ndarray, reals: Reals, p: EvaluateParams, seed: int,
@@ -166,11 +171,32 @@ def score(fakes: np.ndarray, reals: Reals, p: EvaluateParams, seed: int,
     swd = sliced_wasserstein(_to_float(reals.train[pick]), _to_float(fakes), seed=seed)
     m.update({k: float(v) for k, v in swd.items()})
 
-    # memorization by perceptual hash: always available
-    fake_hashes = hashing.hash_images(_Pictures(fakes), p.hash, p.hash_size)
-    h_idx, h_dist = memorization.nearest_by_hash(fake_hashes, reals.train_hashes)
-    m["memorization_rate"] = memorization.memorization_rate(h_dist, p.hash_threshold)
-    out = Scored(m, warn, h_idx, h_dist)
+    # memorization: the copy engine (spidergan.copies) in the forms training showed, always
+    forms = reals.forms or copies.forms_for(mirror=True)
+    fake_sig = copies.signatures_from_smalls(hashing.shrink_images(_Pictures(fakes), p.hash, p.hash_size),
+                                             p.hash, p.hash_size, forms)
+    match = copies.nearest(fake_sig, reals.train_sig)
+    hold = (copies.nearest(reals.holdout_sig, reals.train_sig) if len(reals.holdout)
+            else None)
+    hold_copy_d = hold.distance if hold is not None else np.zeros(0)
+    cal = copying.calibrate_threshold(hold_copy_d, p.copy_false_rate, p.copy_threshold)
+    m["memorization_rate"] = memorization.memorization_rate(match.distance, cal["threshold"])
+    m["memorization_threshold"] = cal["threshold"]
+    m["memorization_calibrated"] = cal["calibrated"]
+    m["memorization_false_copy_rate"] = cal["false_copy_rate"]
+    m["memorization_false_copy_rate_upper95"] = cal["false_copy_rate_upper"]
+    m["memorization_rate_at_default"] = memorization.memorization_rate(match.distance, p.copy_threshold)
+    m["memorization_rate_flipped"] = float(np.mean((match.distance <= cal["threshold"])
+                                                   & (match.form > 0))) if len(fakes) else 0.0
+    h_idx, h_dist = match.index, match.distance
+    out = Scored(m, warn, h_idx, h_dist, copy_form=match.form_names(), threshold=cal["threshold"])
+    warn["memorization_note"] = (
+        f"memorization_rate: fakes within copy distance {cal['threshold']:.4f} of a training "
+        f"image in any of the forms {', '.join(forms)} (spidergan.copies); "
+        + (f"threshold calibrated on {cal['n']} held-out reals ({cal['false_copies']} of them "
+           f"within it: false-copy rate {cal['false_copy_rate']:.3f}, 95% upper bound "
+           f"{cal['false_copy_rate_upper']:.3f})" if cal["calibrated"] else
+           "no held-out reals: the default evaluate.copy_threshold"))
 
     if extractor is not None:
         fake_feats = extractor.features(fakes, p.batch, "inception fakes", progress)
@@ -190,19 +216,32 @@ def score(fakes: np.ndarray, reals: Reals, p: EvaluateParams, seed: int,
         hold_d = (memorization.nearest_by_features(reals.holdout_feats, reals.train_feats)[1]
                   if len(reals.holdout) else np.zeros(0))
         _, train_gap = copying.self_nearest_cosine(reals.train_feats)
+        ct_x = (reals.train_feats, reals.holdout_feats, fake_feats)
     else:
-        space = f"{p.hash}_hamming"
-        fake_d, fake_i = h_dist, h_idx
-        hold_d = (memorization.nearest_by_hash(reals.holdout_hashes, reals.train_hashes)[1]
-                  if len(reals.holdout) else np.zeros(0))
-        _, gap = hashing.knn(reals.train_hashes, None, k=1)
-        train_gap = gap[:, 0]
-    m["memorization_space"] = space
+        space = "copy_distance"
+        fake_d, fake_i = match.distance, match.index
+        hold_d = hold_copy_d
+        _, train_gap = copies.self_nearest(reals.train_sig)
+        ct_x = (copies.centre_vectors(reals.train_sig.thumbs),
+                copies.centre_vectors(reals.holdout_sig.thumbs), copies.centre_vectors(fake_sig.thumbs))
+    warn["memorization_space"] = space
     try:
         m["copy_ratio"] = copying.copy_ratio(fake_d, hold_d)
     except ValueError as e:
         warn["copy_ratio_warning"] = str(e)
     m["authenticity"] = copying.authenticity(fake_i, fake_d, train_gap)
+    if len(hold_d):
+        # cells: at most one per 4 held-out reals, so a cell's U test has reals to compare with
+        try:
+            ct = copying.data_copying_ct(*ct_x, hold_d, fake_d,
+                                         cells=min(p.ct_cells, max(1, len(hold_d) // 4)),
+                                         min_fakes=p.ct_min_fakes, seed=seed)
+            m["ct"], m["ct_cells"] = ct["ct"], ct["cells_used"]
+            warn["ct_note"] = (f"C_T (Meehan et al. 2020) in {space}: {ct['cells_used']} of "
+                               f"{ct['cells']} k-means cells of the training set used, holding "
+                               f"{ct['test_share_used']:.2f} of the held-out reals")
+        except ValueError as e:
+            warn["ct_warning"] = str(e)
 
     if full and detector is not None:
         kw = dict(imgsz=p.detector_imgsz, batch=p.batch, device=device)
@@ -264,6 +303,11 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
             log.warning(w)
     reals.train_hashes = hashing.hash_images(_Pictures(reals.train), p.hash, p.hash_size)
     reals.holdout_hashes = hashing.hash_images(_Pictures(reals.holdout), p.hash, p.hash_size)
+    reals.forms = training_forms(state.get("params", {}))
+    reals.train_sig = copies.signatures_from_smalls(
+        hashing.shrink_images(_Pictures(reals.train), p.hash, p.hash_size), p.hash, p.hash_size, reals.forms)
+    reals.holdout_sig = copies.signatures_from_smalls(
+        hashing.shrink_images(_Pictures(reals.holdout), p.hash, p.hash_size), p.hash, p.hash_size, ("plain",))
     if extractor is not None:
         key = f"{reals.sha256[:16]}-{extractor.id}"
         reals.train_feats = fidm.cached(cache_dir, f"train-{key}", lambda: extractor.features(
@@ -312,7 +356,8 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
     _write_plots(plots, fakes, reals, scored, series, p)
     if report_path:
         pictures = [("Samples (seeds %d..)" % p.first_seed, plots / "samples.png"),
-                    ("Closest pairs: generated (left), nearest training image (right), %s distance" % p.hash,
+                    ("Closest pairs: generated (left), nearest training image (right), copy distance and "
+                     "the form that matched (* = within the calibrated threshold)",
                      plots / "pairs.png"),
                     ("Metrics per training snapshot", plots / "snapshots.png")]
         report.write_html(report_path, "SpiderGAN evaluation", metrics, pictures,
@@ -322,11 +367,18 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
     return metrics
 
 
+def training_forms(train: dict) -> tuple[str, ...]:
+    """The forms the generator saw its training images in: x-flips with train.mirror, and the
+    90-degree turns of ADA's blit group (augpipe with "b") when augmentation is on."""
+    rotations = train.get("augment", "ada") != "none" and "b" in str(train.get("augpipe", "bgc"))
+    return copies.forms_for(mirror=bool(train.get("mirror", True)), rotations=rotations)
+
+
 def manifest_key(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
-SERIES_KEYS = ("swd", "fid", "kid_mean", "memorization_rate", "copy_ratio", "authenticity")
+SERIES_KEYS = ("swd", "fid", "kid_mean", "memorization_rate", "copy_ratio", "authenticity", "ct")
 
 
 def _series_row(metrics: dict) -> dict:
@@ -353,9 +405,10 @@ def _write_eval_folder(out: Path, root: Path, fakes, seeds, reals: Reals, scored
             written[j] = out / "reals" / f"{reals.train_ids[j]}.png"
             atomic.save_image(written[j], Image.fromarray(reals.train[j]))
         rec = {"fake": rel(fake_paths[k]), "real": rel(written[j]),
-               "distance": float(scored.hash_dist[k]), "space": f"{p.hash}_hamming",
+               "distance": float(scored.hash_dist[k]), "space": "copy_distance",
+               "form": scored.copy_form[k] if scored.copy_form else "plain",
                "seed": int(seeds[k]), "real_id": reals.train_ids[j],
-               "within_threshold": bool(scored.hash_dist[k] <= p.hash_threshold)}
+               "within_threshold": bool(scored.hash_dist[k] <= scored.threshold)}
         if feat:
             rec["feature_distance"] = float(scored.feat_dist[k])
             rec["feature_nearest_id"] = reals.train_ids[int(scored.feat_index[k])]
@@ -370,7 +423,7 @@ def _write_plots(plots: Path, fakes, reals: Reals, scored: Scored, series: list[
     atomic.save_image(plots / "samples.png",
                       sheets.grid(_Pictures(fakes)[:n], cols=p.grid, cell=cell))
     nearest = memorization.Nearest(_Pictures(fakes), _Pictures(reals.train), scored.hash_index,
-                                   scored.hash_dist, p.hash_threshold)
+                                   scored.hash_dist, scored.threshold, form=scored.copy_form or [])
     memorization.save_pairs_picture(nearest, plots / "pairs.png", n=p.pairs, cell=cell)
     atomic.write_json(plots / "snapshots.json", series)
     _snapshot_picture(plots / "snapshots.png", series)

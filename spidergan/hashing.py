@@ -188,12 +188,44 @@ class FileHashes:
     hashes: np.ndarray        # (len(paths), words) uint64
     index: np.ndarray         # position of each hashed file in the input list
     errors: list[tuple[str, str, str]]  # (path, reason, detail) for files skipped
+    smalls: list | None = None  # the resized pixels the hashes came from (keep_smalls=True)
+
+
+def shrink_images(imgs: Sequence[Image.Image], kind: str = "phash", hash_size: int = 8,
+                  workers: int | None = None) -> list[np.ndarray]:
+    """The gray pixels imagehash resizes each image to before its arithmetic (one per image)."""
+    _check(kind, hash_size)
+
+    def one(im):
+        return _shrink(im.convert("L"), kind, hash_size)
+
+    if not len(imgs):
+        return []
+    with ThreadPoolExecutor(_workers(workers)) as ex:
+        return list(ex.map(one, imgs))
+
+
+def hash_images(imgs: Sequence[Image.Image], kind: str = "phash", hash_size: int = 8,
+                workers: int | None = None) -> np.ndarray:
+    """Hashes of decoded PIL images: (N, words) uint64, equal to imagehash's bits."""
+    _check(kind, hash_size)
+    if not len(imgs):
+        return np.zeros((0, n_words(hash_size)), dtype=np.uint64)
+    return hash_smalls(shrink_images(imgs, kind, hash_size, workers), kind, hash_size)
+
+
+def hash_smalls(smalls: Sequence[np.ndarray], kind: str = "phash", hash_size: int = 8) -> np.ndarray:
+    """Hashes of already-resized pixels (from `shrink_images` or `hash_files(keep_smalls=True)`)."""
+    if not len(smalls):
+        return np.zeros((0, n_words(hash_size)), dtype=np.uint64)
+    return pack_bits(_bits_from_smalls(smalls, kind, hash_size))
 
 
 def hash_files(paths: Iterable[str | Path], kind: str = "phash", hash_size: int = 8, *,
                fast: bool = False, workers: int | None = None,
                max_pixels: int = images.DEFAULT_MAX_PIXELS,
-               progress: Callable[[int], None] | None = None) -> FileHashes:
+               progress: Callable[[int], None] | None = None,
+               keep_smalls: bool = False) -> FileHashes:
     """Decode and hash image files in parallel. Unreadable files are reported, not raised."""
     _check(kind, hash_size)
     paths = [str(p) for p in paths]
@@ -224,9 +256,9 @@ def hash_files(paths: Iterable[str | Path], kind: str = "phash", hash_size: int 
                 errors.append((path, err[0], err[1]))
             if progress is not None:
                 progress(1)
-    hashes = (pack_bits(_bits_from_smalls(smalls, kind, hash_size)) if smalls
-              else np.zeros((0, n_words(hash_size)), dtype=np.uint64))
-    return FileHashes(ok_paths, hashes, np.asarray(index, dtype=np.int64), errors)
+    hashes = hash_smalls(smalls, kind, hash_size)
+    return FileHashes(ok_paths, hashes, np.asarray(index, dtype=np.int64), errors,
+                      smalls if keep_smalls else None)
 
 
 # --------------------------------------------------------------------------- Hamming search
@@ -340,17 +372,21 @@ def knn(query: np.ndarray, ref: np.ndarray | None = None, k: int = 1, *,
 
 
 def radius(query: np.ndarray, ref: np.ndarray | None = None, r: int = 10, *,
-           max_bytes: int = DEFAULT_MAX_BYTES, workers: int | None = None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           max_bytes: int = DEFAULT_MAX_BYTES, workers: int | None = None,
+           upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs within Hamming distance `r`: (query index, ref index, distance), sorted.
 
     With `ref=None` the search is within `query` and each unordered pair appears once (i < j).
+    `upper=True`: query and ref hold the same items in two forms (e.g. flipped and plain hashes)
+    and only pairs i < j are searched, half the work, for a form that is its own inverse.
     """
     q = _as_words(query)
-    self_search = ref is None
-    rr = q if self_search else _as_words(ref)
+    self_search = ref is None or upper
+    rr = q if ref is None else _as_words(ref)
     if q.shape[1] != rr.shape[1]:
         raise ValueError(f"hash widths differ: {q.shape[1]} and {rr.shape[1]} words")
+    if upper and len(q) != len(rr):
+        raise ValueError("upper=True needs the same items in query and ref")
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
     if len(q) == 0 or len(rr) == 0 or r < 0:
         return empty

@@ -161,7 +161,7 @@ def _jpeg_gray_reduced(src, im: Image.Image, draft: tuple[int, int]) -> Image.Im
         return None
     # Pillow's choice of DCT scale: the largest of 8, 4, 2 that keeps both sides >= draft
     ratio = min(im.size[0] // max(1, int(draft[0])), im.size[1] // max(1, int(draft[1])))
-    scale = next(s for s in (8, 4, 2, 1) if ratio >= s)
+    scale = next((s for s in (8, 4, 2) if ratio >= s), 1)  # smaller than draft: full size
     reduced = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
                4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
     flags = reduced[scale] | cv2.IMREAD_IGNORE_ORIENTATION

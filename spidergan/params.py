@@ -134,6 +134,13 @@ class DedupParams:
     hash: str = param("phash", choices=("ahash", "dhash", "phash", "whash"))
     hash_size: int = param(16, ge=2, le=64, doc="hash of hash_size**2 bits")
     threshold: int = param(64, ge=0, doc="crops within this Hamming distance are duplicates")
+    forms: str = param("mirror", choices=("plain", "mirror", "dihedral"),
+                       doc="forms a duplicate may take: plain, + x-flip, + 90-degree turns")
+    copy_threshold: float = param(0.15, ge=0.0, le=2.0,
+                                  doc="also duplicates: shortlisted pairs within this copy "
+                                      "distance (1 - correlation, spidergan.copies)")
+    shortlist: int = param(2, ge=0, le=64, doc="nearest crops per crop and form that are verified")
+    shortlist_radius: int = param(96, ge=0, doc="and every pair within this Hamming distance")
     sweep_max: int = param(96, ge=0, doc="precision/recall sweep covers thresholds 0..sweep_max")
     sheet_groups: int = param(12, ge=0, doc="largest groups drawn on the contact sheet")
     sheet_cell: int = param(96, ge=16, le=512)
@@ -162,6 +169,15 @@ class EvaluateParams:
     hash_size: int = param(16, ge=2, le=64)
     hash_threshold: int = param(64, ge=0, doc="a fake this close (Hamming) to a training image is a "
                                               "copy (dedup's duplicate threshold)")
+    copy_threshold: float = param(0.15, ge=0.0, le=2.0,
+                                  doc="copy distance (spidergan.copies) counted as a copy when "
+                                      "the held-out reals cannot calibrate one")
+    copy_false_rate: float = param(0.01, gt=0.0, lt=1.0,
+                                   doc="calibration: the copy threshold lets at most this share "
+                                       "of held-out reals count as copies")
+    ct_cells: int = param(5, ge=1, le=1000, doc="Meehan et al.'s C_T: k-means cells of the "
+                                                "training set (fewer when held-out reals are few)")
+    ct_min_fakes: int = param(20, ge=1, doc="C_T: cells with fewer fakes are left out")
     pairs: int = param(16, ge=1, le=256, doc="closest fake/real pairs shown in pairs.png")
     grid: int = param(8, ge=1, le=32, doc="sample grid is grid x grid fakes")
     snapshots: bool = param(False, doc="also evaluate every training snapshot (metrics per kimg)")

@@ -293,8 +293,11 @@ def test_stage_without_inception_and_snapshots(tmp_path, torch_home, netguard_lo
     m = _run(root, _params(snapshots=True), extractor="params")  # fid: auto, weights absent
     assert fidm.WEIGHTS_NAME in m["fid_warning"]
     assert not any(k in m for k in fidm.INCEPTION_KEYS)
-    assert m["memorization_space"] == "phash_hamming"
-    assert {"swd", "memorization_rate", "copy_ratio", "authenticity"} <= set(m)
+    assert m["memorization_space"] == "copy_distance"
+    assert {"swd", "memorization_rate", "copy_ratio", "authenticity", "memorization_threshold",
+            "memorization_false_copy_rate_upper95"} <= set(m)
+    # the threshold comes from the held-out reals: none of them within it
+    assert m["memorization_calibrated"] == 1 and m["memorization_false_copy_rate"] == 0.0
     series = json.loads((root / "plots/evaluate/snapshots.json").read_text())
     assert [r["kimg"] for r in series] == [0.5, 1.0, 2.0]
     assert series[-1]["swd"] == m["swd"] and len({r["swd"] for r in series}) == 3

@@ -175,3 +175,26 @@ def test_bad_arguments():
         hashing.knn(np.zeros((2, 1), np.uint64), np.zeros((2, 2), np.uint64))
     with pytest.raises(TypeError):
         hashing.radius(np.zeros((2, 1), np.int64), None, 3)
+
+
+def test_fast_path_decodes_jpegs_smaller_than_its_draft(tmp_path):
+    # a 40 px JPEG is below the 128 px draft of a 256-bit pHash: decoded at full size, not a crash
+    rng = np.random.default_rng(0)
+    path = tmp_path / "small.jpg"
+    Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(path, quality=90)
+    fast = hashing.hash_files([path], "phash", 16, fast=True)
+    exact = hashing.hash_files([path], "phash", 16)
+    assert not fast.errors and np.array_equal(fast.hashes, exact.hashes)
+
+
+def test_radius_upper_is_the_brute_force_upper_triangle():
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 2**63, (300, 1), dtype=np.uint64) & np.uint64(0xFFFF)  # 16 live bits: many pairs
+    b = a ^ (rng.random((300, 1)) < 0.3).astype(np.uint64)
+    d = np.bitwise_count(a[:, 0][:, None] ^ b[:, 0][None, :])
+    ii, jj = np.nonzero((d <= 3) & (np.arange(300)[:, None] < np.arange(300)[None, :]))
+    i, j, dist = hashing.radius(a, b, 3, upper=True)
+    assert sorted(zip(i.tolist(), j.tolist())) == sorted(zip(ii.tolist(), jj.tolist()))
+    assert np.array_equal(dist, d[i, j])
+    with pytest.raises(ValueError):
+        hashing.radius(a, b[:10], 3, upper=True)

@@ -18,17 +18,23 @@ def _pictures(rng, n, size=64):
     return out
 
 
-def test_nearest_by_hash_and_rate():
+def test_nearest_finds_copies_and_flipped_copies():
     reals = _pictures(np.random.default_rng(0), 30)
-    copies = [Image.fromarray(np.clip(np.asarray(im, np.int16) + 5, 0, 255).astype(np.uint8))
-              for im in reals[:4]]
+    copies_ = [Image.fromarray(np.clip(np.asarray(im, np.int16) + 5, 0, 255).astype(np.uint8))
+               for im in reals[:4]]
+    flipped = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in reals[4:6]]
     fresh = _pictures(np.random.default_rng(1), 6)
-    res = memorization.nearest(copies + fresh, reals, threshold=4)
-    assert res.index[:4].tolist() == [0, 1, 2, 3] and (res.distance[:4] <= 4).all()
-    assert np.isclose(res.rate, np.mean(res.distance <= 4))
-    assert res.summary()["within_threshold"] == int((res.distance <= 4).sum()) >= 4
-    idx, dist = memorization.nearest_by_hash(hashing.hash_images(fresh), hashing.hash_images(reals))
-    assert np.array_equal(idx, res.index[4:]) and np.array_equal(dist, res.distance[4:])
+    res = memorization.nearest(copies_ + flipped + fresh, reals, threshold=0.15)
+    assert res.index[:6].tolist() == [0, 1, 2, 3, 4, 5] and (res.distance[:6] <= 0.05).all()
+    assert res.form[:4] == ["plain"] * 4 and res.form[4:6] == ["flipped"] * 2
+    assert (res.distance[6:] > 0.15).all()
+    assert np.isclose(res.rate, np.mean(res.distance <= 0.15))
+    assert res.summary()["within_threshold"] == 6 and res.summary()["copies_by_form"] == {"plain": 4, "flipped": 2}
+    # without the flipped form a flipped copy is not found: the hash is not flip-invariant
+    plain = memorization.nearest(flipped, reals, threshold=0.15, forms=("plain",))
+    assert not plain.within.any()
+    idx, dist = memorization.nearest_by_hash(hashing.hash_images(copies_), hashing.hash_images(reals))
+    assert idx.tolist() == [0, 1, 2, 3]
     pic = memorization.pairs_picture(res, n=6, cell=32)
     assert pic.mode == "RGB" and pic.height >= 3 * 32
     assert memorization.memorization_rate(np.array([0, 3, 9]), 3) == 2 / 3
@@ -56,19 +62,23 @@ def test_nearest_command(tmp_path, capsys):
     _pictures(np.random.default_rng(4), 1, 96)[0].save(q / "new.png")
     (q / "broken.png").write_bytes(b"nope")
     out, pairs = tmp_path / "n.csv", tmp_path / "pairs.png"
-    assert cli.main(["nearest", str(q), str(r), "--threshold", "6", "--hash-size", "8", "--out", str(out),
-                     "--pairs", str(pairs)]) == 0
+    reals[5].transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(q / "flip.jpg", quality=90)
+    assert cli.main(["nearest", str(q), str(r), "--out", str(out), "--pairs", str(pairs)]) == 0
     rows = list(csv.DictReader(open(out)))
-    assert [row["query"] for row in rows] == ["copy.jpg", "new.png"]
+    assert [row["query"] for row in rows] == ["copy.jpg", "flip.jpg", "new.png"]
     assert rows[0]["nearest"] == "sub/real2.png" and rows[0]["within_threshold"] == "True"
+    assert rows[1]["nearest"] == "sub/real5.png" and rows[1]["form"] == "flipped"
+    assert rows[2]["within_threshold"] == "False"
     printed = capsys.readouterr()
-    assert "1 of 2 query images within distance 6" in printed.out and "broken.png" in printed.err
+    assert "2 of 3 query images within copy distance 0.15" in printed.out and "broken.png" in printed.err
+    assert "flipped 1, plain 1" in printed.out
     assert Image.open(pairs).size[0] > 96
     # without --out the CSV goes to stdout, the summary to stderr
     assert cli.main(["nearest", str(q), str(r), "--hash", "dhash"]) == 0
     printed = capsys.readouterr()
-    assert list(csv.reader(io.StringIO(printed.out)))[0] == ["query", "nearest", "distance", "within_threshold"]
-    assert "query images within distance 64 (dhash)" in printed.err
+    assert list(csv.reader(io.StringIO(printed.out)))[0] == ["query", "nearest", "distance", "form",
+                                                             "hash_distance", "within_threshold"]
+    assert "query images within copy distance" in printed.err
     # an empty folder is a warning and an empty result, a missing one an error
     (tmp_path / "none").mkdir()
     assert cli.main(["nearest", str(tmp_path / "none"), str(r)]) == 0

@@ -1,9 +1,11 @@
 """Is the generator copying its training set? Nearest real image for every generated one.
 
-Two distances: perceptual-hash Hamming distance (exact search, `spidergan.hashing`) and cosine
-distance between feature vectors the caller supplies (e.g. Inception or detector embeddings).
+Two distances: the copy distance of `spidergan.copies` (hash shortlist over the forms training
+shows an image in, verified by thumbnail correlation over crops and shifts) and cosine distance
+between feature vectors the caller supplies (e.g. Inception or detector embeddings).
 The memorization rate is the share of fakes whose nearest real lies within a threshold. A
-side-by-side picture of the closest fake/real pairs lets a person judge the worst cases.
+side-by-side picture of the closest fake/real pairs (with the form that matched) lets a person
+judge the worst cases.
 
 `nearest_folders` is the same measure for any two folders (`spidergan nearest`).
 """
@@ -20,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from spidergan import atomic, hashing, images, sheets
+from spidergan import atomic, copies, hashing, images, sheets
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +66,16 @@ def memorization_rate(distances: np.ndarray, threshold: float) -> float:
 
 @dataclass
 class Nearest:
-    """Nearest reference per query, by hash."""
-    query: list             # query items (paths or images) that hashed
-    reference: list         # reference items that hashed
-    index: np.ndarray       # per query: position in `reference`
-    distance: np.ndarray    # per query: Hamming distance
-    threshold: int
+    """Nearest reference per query: the copy engine's best verified match (spidergan.copies)."""
+    query: list             # query items (paths or images) that decoded
+    reference: list         # reference items that decoded
+    index: np.ndarray       # per query: position in `reference` (-1: none)
+    distance: np.ndarray    # per query: copy distance, 1 - correlation (0 = same picture)
+    threshold: float        # copy distance counted as a copy
     skipped: list = field(default_factory=list)  # (item, reason, detail)
+    form: list = field(default_factory=list)     # per query: form of the query that matched
+    hash_distance: np.ndarray | None = None      # per query: Hamming distance of that form's hash
+    hash_distance_any: np.ndarray | None = None  # per query: nearest hash over all forms
 
     @property
     def within(self) -> np.ndarray:
@@ -81,35 +86,49 @@ class Nearest:
         return memorization_rate(self.distance, self.threshold)
 
     def summary(self) -> dict:
+        within = self.within
+        forms = {}
+        for f, w in zip(self.form, within.tolist()):
+            if w:
+                forms[f] = forms.get(f, 0) + 1
         return {"queries": len(self.query), "references": len(self.reference),
-                "within_threshold": int(self.within.sum()), "memorization_rate": round(self.rate, 6),
+                "within_threshold": int(within.sum()), "memorization_rate": round(self.rate, 6),
                 "threshold": self.threshold,
                 "median_distance": float(np.median(self.distance)) if len(self.distance) else None,
-                "min_distance": int(self.distance.min()) if len(self.distance) else None,
-                "skipped": len(self.skipped)}
+                "min_distance": float(self.distance.min()) if len(self.distance) else None,
+                "skipped": len(self.skipped), "copies_by_form": forms}
 
 
-def _hash_items(items: Sequence, kind: str, hash_size: int, workers=None):
-    """Hash paths (decoded via spidergan.images) or PIL images; returns (kept items, hashes, skipped)."""
+def signatures(items: Sequence, kind: str = "phash", hash_size: int = 16,
+               forms: Sequence[str] = ("plain", "flipped"), workers=None, fast: bool = False):
+    """Engine signatures of paths or PIL images: (kept items, signatures, skipped)."""
     items = list(items)
-    if items and all(isinstance(i, Image.Image) for i in items):
-        return items, hashing.hash_images(items, kind, hash_size, workers=workers), []
-    got = hashing.hash_files(items, kind, hash_size, workers=workers)
-    kept = [items[k] for k in got.index.tolist()]
-    return kept, got.hashes, list(got.errors)
+    sig, kept, errors = copies.signatures(items, kind, hash_size, forms, workers, fast=fast)
+    return [items[k] for k in kept.tolist()], sig, errors
 
 
-def nearest(queries: Sequence, references: Sequence, kind: str = "phash", hash_size: int = 8,
-            threshold: int = 10, workers: int | None = None) -> Nearest:
-    """Nearest reference (by `kind` hash) for every query; items are paths or PIL images."""
-    q, qh, qskip = _hash_items(queries, kind, hash_size, workers)
-    r, rh, rskip = _hash_items(references, kind, hash_size, workers)
-    if len(r) == 0:
-        idx = np.full(len(q), -1, np.int64)
-        dist = np.full(len(q), hash_size * hash_size + 1, np.int32)  # never within any threshold
+def match(qs: "copies.Signatures", rs: "copies.Signatures", q_items: list, r_items: list,
+          threshold: float = copies.DEFAULT_THRESHOLD, skipped: list | None = None,
+          shortlist: int = copies.DEFAULT_SHORTLIST, workers=None) -> Nearest:
+    """Nearest (verified) reference per query between two sets of signatures."""
+    m = copies.nearest(qs, rs, shortlist, workers=workers)
+    if len(rs) and len(qs):
+        hd = np.min(np.stack([hashing.knn(qs.form_hashes[f], rs.hashes, k=1, workers=workers)[1][:, 0]
+                              for f in range(len(qs.forms))]), axis=0)
     else:
-        idx, dist = nearest_by_hash(qh, rh, workers=workers)
-    return Nearest(q, r, idx, dist, threshold, qskip + rskip)
+        hd = np.full(len(qs), qs.hash_size ** 2 + 1, np.int32)
+    return Nearest(q_items, r_items, m.index, m.distance, threshold, list(skipped or []),
+                   m.form_names(), m.hash_distance, hd)
+
+
+def nearest(queries: Sequence, references: Sequence, kind: str = "phash", hash_size: int = 16,
+            threshold: float = copies.DEFAULT_THRESHOLD, workers: int | None = None,
+            forms: Sequence[str] = ("plain", "flipped"),
+            shortlist: int = copies.DEFAULT_SHORTLIST, fast: bool = False) -> Nearest:
+    """Nearest reference for every query, in any of `forms`; items are paths or PIL images."""
+    q, qs, qskip = signatures(queries, kind, hash_size, forms, workers, fast)
+    r, rs, rskip = signatures(references, kind, hash_size, ("plain",), workers, fast)
+    return match(qs, rs, q, r, threshold, qskip + rskip, shortlist, workers)
 
 
 def pairs_picture(result: Nearest, n: int = 16, cell: int = 96) -> Image.Image:
@@ -119,9 +138,13 @@ def pairs_picture(result: Nearest, n: int = 16, cell: int = 96) -> Image.Image:
     order = np.argsort(result.distance, kind="stable")[:n]
     items = []
     for k in order.tolist():
-        d = int(result.distance[k])
+        if result.index[k] < 0:
+            continue
+        d = float(result.distance[k])
         tag = " *" if d <= result.threshold else ""
-        items.append((result.query[k], result.reference[int(result.index[k])], f"d={d}{tag}"))
+        form = result.form[k] if k < len(result.form) else ""
+        items.append((result.query[k], result.reference[int(result.index[k])],
+                      f"d={d:.3f} {form}{tag}"))
     return sheets.pairs(items, cell=cell)
 
 
@@ -138,13 +161,15 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def nearest_folders(query_dir: str | Path, reference_dir: str | Path, kind: str = "phash",
-                    hash_size: int = 8, threshold: int = 10, workers: int | None = None) -> Nearest:
+                    hash_size: int = 16, threshold: float = copies.DEFAULT_THRESHOLD,
+                    workers: int | None = None, forms: Sequence[str] = ("plain", "flipped"),
+                    fast: bool = False) -> Nearest:
     qs, rs = list_images(query_dir), list_images(reference_dir)
     if not qs:
         log.warning("no images in %s", query_dir)
     if not rs:
         log.warning("no images in %s", reference_dir)
-    return nearest(qs, rs, kind, hash_size, threshold, workers)
+    return nearest(qs, rs, kind, hash_size, threshold, workers, forms, fast=fast)
 
 
 def to_csv(result: Nearest, query_root: str | Path | None = None,
@@ -161,11 +186,14 @@ def to_csv(result: Nearest, query_root: str | Path | None = None,
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["query", "nearest", "distance", "within_threshold"])
+    w.writerow(["query", "nearest", "distance", "form", "hash_distance", "within_threshold"])
     for k, item in enumerate(result.query):
         ref = result.reference[int(result.index[k])] if result.index[k] >= 0 else None
         w.writerow([name(item, query_root), name(ref, reference_root) if ref is not None else "",
-                    int(result.distance[k]) if ref is not None else "", bool(result.within[k])])
+                    round(float(result.distance[k]), 6) if ref is not None else "",
+                    result.form[k] if ref is not None and k < len(result.form) else "",
+                    int(result.hash_distance[k]) if ref is not None and result.hash_distance is not None else "",
+                    bool(result.within[k])])
     return buf.getvalue()
 
 
