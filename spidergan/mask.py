@@ -720,6 +720,15 @@ def run(p: MaskParams, *, seed: int, manifest_path: str | Path, images_root: str
         atomic.write_json(metrics_path, metrics)
     if plots_dir:
         _write_sheet(p, out, images_root, Path(plots_dir))
+    from spidergan import outcome
+
+    reasons = metrics["rejected_by_reason"]
+    if not metrics["kept"]:
+        outcome.refuse_empty("mask", f"no masked crops of {len(records)}",
+                             reasons if records else None,
+                             "mask.min_area / mask.max_area" if records else "no crops to mask")
+    outcome.summary("mask", f"{metrics['kept']} masked crops of {len(records)} ({masker.name})",
+                    reasons)
     return metrics
 
 
