@@ -89,7 +89,9 @@ class ImportReport:
 
     def text(self) -> str:
         c = self.counts()
-        by = ", ".join(f"{k} {v}" for k, v in sorted(c["rejected_by_reason"].items()))
+        from spidergan.outcome import reasons_text
+
+        by = reasons_text(c["rejected_by_reason"]) if c["rejected"] else ""
         lines = [f"imported {c['boxes']} boxes on {c['images']} images "
                  f"({c['negatives']} of them without a spider); "
                  f"rejected {c['rejected']}{f' ({by})' if by else ''}; clipped {c['clipped']}"]
@@ -206,6 +208,12 @@ class _ImageIndex:
         self.by_name: dict[str, str] = {}
         self.by_stem: dict[str, set] = {}
         self.paths: dict[str, str] = {}   # folder source: relative path without suffix
+        # photos the scrape stage turned away, by stem: "IMG_0010 was rejected: too_small"
+        self.rejected_stems: dict[str, str] = {}
+        for r in manifest.iter_records(self.raw_dir / "rejects.jsonl"):
+            rel = str(r.get("detail", "")).split(":", 1)[0]
+            if rel:
+                self.rejected_stems.setdefault(Path(rel).stem, f"{rel}: {r.get('reason')}")
         for iid, rec in self.by_id.items():
             names = [Path(rec["file"]).name, Path(rec["file"]).stem]
             prov = rec.get("provenance") or {}
@@ -245,6 +253,9 @@ class _ImageIndex:
             best = max(tail(i) for i in found)
             found = {i for i in found if tail(i) == best}
         if not found:
+            if parts[-1] in self.rejected_stems:
+                return None, ("image_missing", f"the photo was rejected by the scrape stage "
+                                               f"({self.rejected_stems[parts[-1]]})")
             return None, ("image_missing", f"no photo in data/raw/manifest.jsonl is named "
                                            f"{parts[-1]!r} (original file name, id or photo id)")
         if len(found) > 1:
