@@ -213,7 +213,9 @@ class _ImageIndex:
         for r in manifest.iter_records(self.raw_dir / "rejects.jsonl"):
             rel = str(r.get("detail", "")).split(":", 1)[0]
             if rel:
-                self.rejected_stems.setdefault(Path(rel).stem, f"{rel}: {r.get('reason')}")
+                why = f"{rel}: {r.get('reason')}"
+                self.rejected_stems[rel.rsplit(".", 1)[0]] = why   # the path first, then the stem
+                self.rejected_stems.setdefault(Path(rel).stem, why)
         for iid, rec in self.by_id.items():
             names = [Path(rec["file"]).name, Path(rec["file"]).stem]
             prov = rec.get("provenance") or {}
@@ -253,9 +255,9 @@ class _ImageIndex:
             best = max(tail(i) for i in found)
             found = {i for i in found if tail(i) == best}
         if not found:
-            if parts[-1] in self.rejected_stems:
-                return None, ("image_missing", f"the photo was rejected by the scrape stage "
-                                               f"({self.rejected_stems[parts[-1]]})")
+            why = self.rejected_stems.get("/".join(parts)) or self.rejected_stems.get(parts[-1])
+            if why:
+                return None, ("image_missing", f"the photo was rejected by the scrape stage ({why})")
             return None, ("image_missing", f"no photo in data/raw/manifest.jsonl is named "
                                            f"{parts[-1]!r} (original file name, id or photo id)")
         if len(found) > 1:
