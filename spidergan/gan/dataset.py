@@ -106,8 +106,13 @@ def run(p: DatasetParams, resolution: int, seed: int, inputs: dict, out: str | P
     short = len(train_recs) < p.size
     if short:  # said once (a log warning and a print showed it twice)
         print(f"dataset: size={p.size} requested, only {len(train_recs)} available; using all")
-    print(f"dataset: {len(train_recs)} training images at {resolution} px, {len(hold_recs)} held "
-          f"out; rejected {len(rejects)}", flush=True)
+    from spidergan import outcome
+
+    reasons: dict = {}
+    for r in rejects:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    outcome.summary("dataset", f"{len(train_recs)} training images at {resolution} px, "
+                    f"{len(hold_recs)} held out", reasons)
     info = {"resolution": resolution, "train": len(train_recs), "holdout": len(hold_recs),
             "rejected": len(rejects), "upstream": len(records), "requested": p.size,
             "used_all": short, "source": p.source, "sha256": hashlib.sha256(data).hexdigest()}
