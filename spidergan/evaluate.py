@@ -328,8 +328,8 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
         atomic.write_json(metrics_path, {k: v for k, v in metrics.items() if k not in notes})
     if notes_path:
         atomic.write_json(notes_path, notes)
-    for k, v in notes.items():
-        if k.endswith("_warning"):
+    for k, v in notes.items():  # (fid and detector_rate warnings were logged when they arose)
+        if k.endswith("_warning") and k not in ("fid_warning", "detector_rate_warning"):
             print(f"evaluate: {k}: {v}", flush=True)
     return metrics
 
