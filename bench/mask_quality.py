@@ -52,7 +52,7 @@ def cut_crops(raw: Path, out: Path, *, size: int, margin: float, jitter: float, 
             if img is None:
                 img = images.load_rgb(raw / r["file"])
             cid = f"{r['id']}-{n}"
-            crop = extract_square(img, box, size, pad="reflect", resample=Image.Resampling.LANCZOS)
+            crop = extract_square(img, box, size, pad="edge", resample=Image.Resampling.LANCZOS)
             crop.save(out / "images" / f"{cid}.png")
             recs.append({"id": cid, "file": f"images/{cid}.png", "image_id": r["id"], "box": box,
                          "det_box": [round(float(v), 1) for v in det], "conf": 1.0,

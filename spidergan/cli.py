@@ -34,9 +34,25 @@ def _cmd_scrape(args) -> int:
 def _cmd_import_labels(args) -> int:
     from spidergan.detect import labels
 
-    report = labels.import_labels(args.format, args.src, out=args.out, raw_dir=args.raw,
-                                  classes=args.classes.split(","), dry_run=args.dry_run)
+    classes = None
+    if args.classes:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if args.format == "yolo":
+            try:
+                classes = [int(c) for c in classes]
+            except ValueError:
+                print(f"spidergan import-labels: --classes for yolo takes class ids such as 0,2; "
+                      f"got {args.classes!r}", file=sys.stderr)
+                return 2
+    try:
+        report = labels.import_labels(args.format, args.src, out=args.out, raw_dir=args.raw,
+                                      classes=classes, dry_run=args.dry_run)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"spidergan import-labels: {e}", file=sys.stderr)
+        return 1
     print(report.text())
+    if not args.dry_run and report.written:
+        print(f"wrote {len(report.written)} label files to {args.out}/ (named by image id)")
     if args.report:
         from spidergan import atomic
 
@@ -282,12 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_scrape)
 
     s = sub.add_parser("import-labels", help="import detector labels from a labelling tool's export")
-    s.add_argument("--format", required=True, choices=("voc", "coco", "labelstudio"),
-                   help="voc: LabelImg XML file or folder; coco: CVAT & co JSON; labelstudio: JSON export")
-    s.add_argument("src", help="the export: a file, or a folder of VOC XML files")
+    s.add_argument("--format", required=True, choices=("voc", "coco", "labelstudio", "yolo"),
+                   help="voc: LabelImg XML file or folder; coco: CVAT & co JSON; labelstudio: "
+                        "JSON export; yolo: a folder of <photo stem>.txt files")
+    s.add_argument("src", help="the export: a file, or a folder of VOC XML or YOLO txt files")
     s.add_argument("--out", default="data/labels")
     s.add_argument("--raw", default="data/raw")
-    s.add_argument("--classes", default="spider", help="comma-separated class names meaning spider")
+    s.add_argument("--classes", default=None,
+                   help="comma-separated classes meaning spider: names for voc/coco/labelstudio "
+                        "(default: spider), ids for yolo (default: every id)")
     s.add_argument("--report", default=None, help="also write the report as JSON here")
     s.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
     s.set_defaults(func=_cmd_import_labels)

@@ -28,7 +28,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
-from spidergan import atomic, copies, hashing, manifest, sheets
+from spidergan import atomic, copies, hashing, manifest, outcome, sheets
 from spidergan.params import DedupParams
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "dat
     out.mkdir(parents=True, exist_ok=True)
     records = list(manifest.read_by_id(crops / "manifest.jsonl").values())
     if not records:
-        log.warning("dedup: no crops in %s; writing an empty unique set", crops / "manifest.jsonl")
+        outcome.refuse_empty("dedup", f"no crops in {crops / 'manifest.jsonl'} (run the crop stage)")
 
     with tqdm(total=len(records), desc="dedup: hashing", unit="img") as bar:
         got = hashing.hash_files([crops / r["file"] for r in records], p.hash, p.hash_size,
@@ -203,6 +203,11 @@ def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "dat
         _write_sweep(plots_dir / "pr_sweep.csv", sweep)
         sheet = _contact_sheet(groups[:p.sheet_groups], {r["id"]: r for r in recs}, crops, p.sheet_cell)
         atomic.save_image(plots_dir / "groups.png", sheet)
+    if not kept:
+        outcome.refuse_empty("dedup", f"no crop of {len(records)} could be read",
+                             {"unreadable": len(rejects)})
+    outcome.summary("dedup", f"{len(kept)} unique crops of {n} ({n - len(kept)} duplicates in "
+                    f"{len(groups)} groups at threshold {p.threshold})", {"unreadable": len(rejects)})
     return metrics
 
 

@@ -60,6 +60,9 @@ def setup(root: str | Path | None = None) -> Path:
         Path(os.environ[k]).mkdir(parents=True, exist_ok=True)
     if os.environ.get("SPIDERGAN_NETGUARD") == "1":
         install_network_guard()
+    from spidergan import outcome
+
+    outcome.install_hook()  # errors for people print as a message, not a traceback
     _done = True
     return state
 

@@ -6,7 +6,8 @@ optionally `models/detector.pt`. Outputs:
 * `metrics/evaluate.json`, flat keys (DVC metrics):
   - `fid`, `kid_mean`, `kid_std`, `mifid`, `precision`, `recall` (+ the `kid_subset_size` and
     `pr_k` actually used) in Inception-v3 pool features, when `evaluate.fid` allows and the
-    weights are present; otherwise `fid_warning` says why and how to get them;
+    weights are present (only looked for on disk: evaluate never downloads); otherwise
+    `fid_warning` says why and how to get them;
   - `swd` (+ per pyramid level `swd<res>`), always;
   - `detector_rate` (fakes) and `detector_rate_real` (training images), or `detector_rate_warning`;
   - `memorization_rate` (fakes within `hash_threshold` of a training image, perceptual hash),
@@ -14,6 +15,8 @@ optionally `models/detector.pt`. Outputs:
     Inception cosine distance when the features exist, hash Hamming distance otherwise;
   - `num_fakes`, `num_train`, `num_holdout`, `kimg`.
   No value is ever NaN: a metric that cannot be computed raises or is replaced by a `_warning`.
+  The file holds numbers only; the words (`*_warning`, `memorization_space`) go to
+  `reports/evaluate_notes.json` and the report.
 * `data/eval/`: `fakes/<seed>.png`, `reals/<id>.png` (the training images that are some fake's
   nearest), `pairs.jsonl` (`{"fake", "real", "distance", ...}` per fake, closest first, paths
   relative to the project root; the review app reads it).
@@ -265,8 +268,12 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
         report_path: str | Path | None = "reports/evaluate.html",
         metrics_path: str | Path | None = "metrics/evaluate.json",
         cache_dir: str | Path | None = "default", root: str | Path | None = None,
-        extractor: fidm.FeatureExtractor | None | str = "params", progress: bool = True) -> dict:
-    """Evaluate the final checkpoint (and every snapshot when `p.snapshots`); returns the metrics.
+        extractor: fidm.FeatureExtractor | None | str = "params", progress: bool = True,
+        notes_path: str | Path | None = None) -> dict:
+    """Evaluate the final checkpoint (and every snapshot when `p.snapshots`); returns the metrics
+    and the notes in one dict. The metrics file gets the numbers only (`dvc metrics show` stays
+    a readable table); words (the `*_warning`s, `memorization_space`) go to `notes_path` and the
+    report, and are printed.
 
     `extractor`: "params" = the standard Inception as `p.fid` says; or a FeatureExtractor
     (tests: random weights); or None = no Inception metrics.
@@ -362,8 +369,14 @@ def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
                     ("Metrics per training snapshot", plots / "snapshots.png")]
         report.write_html(report_path, "SpiderGAN evaluation", metrics, pictures,
                           params=to_dict(p), notes=warnings)
+    notes = {k: v for k, v in metrics.items() if not isinstance(v, (int, float))}
     if metrics_path:
-        atomic.write_json(metrics_path, metrics)
+        atomic.write_json(metrics_path, {k: v for k, v in metrics.items() if k not in notes})
+    if notes_path:
+        atomic.write_json(notes_path, notes)
+    for k, v in notes.items():  # (fid and detector_rate warnings were logged when they arose)
+        if k.endswith("_warning") and k not in ("fid_warning", "detector_rate_warning"):
+            print(f"evaluate: {k}: {v}", flush=True)
     return metrics
 
 

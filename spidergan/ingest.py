@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import io
 import os
 import shutil
@@ -35,6 +36,8 @@ COUNT_KEYS = ("listed", "downloaded", "written", "skipped_existing", "skipped", 
 
 class ScrapeError(RuntimeError):
     """A source cannot run (credentials, unknown group, missing folder): a message for people."""
+
+    for_people = True  # printed without a traceback (spidergan.outcome)
 
 
 def sha256(data: bytes) -> str:
@@ -70,6 +73,7 @@ class Ingest:
         self.previous_rejects = manifest.read_by_id(self.out / "rejects.jsonl")
         self.counts = {k: 0 for k in COUNT_KEYS}
         self.reasons: dict[str, int] = {}
+        self.largest_too_small = 0  # shorter side of the largest image rejected as too small
         self._order: list[str] = []
         self._seen: set[str] = set()
         self._records: dict[str, dict] = {}
@@ -171,6 +175,11 @@ class Ingest:
         self._rej.append(rec)
         self.counts[kind] += 1
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if reason == "too_small":  # "WxH below min_side N": remember the largest such image
+            m = re.search(r"(\d+)x(\d+) below min_side", detail)
+            if m:
+                self.largest_too_small = max(self.largest_too_small,
+                                             min(int(m.group(1)), int(m.group(2))))
         self._tick()
 
     def _tick(self) -> None:
@@ -208,6 +217,8 @@ class Ingest:
         self.counts["images"] = len(records)
         counts = dict(self.counts)
         counts["reasons"] = dict(sorted(self.reasons.items()))
+        if self.largest_too_small:
+            counts["largest_too_small"] = self.largest_too_small
         return counts
 
     def close(self) -> None:

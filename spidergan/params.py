@@ -47,6 +47,9 @@ class SyntheticParams:
     two_spider_fraction: float = param(0.1, ge=0.0, le=1.0)
     small_fraction: float = param(0.08, ge=0.0, le=1.0, doc="images whose spider is too small to crop")
     distractor_fraction: float = param(0.12, ge=0.0, le=1.0, doc="images with a caterpillar or leaf")
+    empty_fraction: float = param(0.15, ge=0.0, le=1.0,
+                                  doc="spider-free photos (background, web or distractor only): "
+                                      "negatives to learn and to measure false boxes on")
     web_fraction: float = param(0.3, ge=0.0, le=1.0)
     min_size: int = param(320, ge=64, le=4096, doc="shorter side range, pixels")
     max_size: int = param(640, ge=64, le=4096, doc="longer side range, pixels")
@@ -121,7 +124,9 @@ class CropParams:
     min_conf: float = param(0.25, ge=0.0, le=1.0)
     nms_iou: float = param(0.5, gt=0.0, le=1.0, doc="policy=all: overlap above which the weaker box goes")
     margin: float = param(0.15, ge=0.0, le=2.0, doc="added on each side, as a share of the box's longer side")
-    pad: str = param("reflect", choices=("reflect", "constant"), doc="fill where the square leaves the image")
+    pad: str = param("constant", choices=("constant", "edge", "drop"),
+                     doc="a spider larger than the photo's short side: fill with the border's mean "
+                         "colour, repeat the edge pixels, or drop the crop (never mirrored)")
     min_side: int = param(96, ge=1, doc="drop crops whose square is smaller than this in source pixels")
     size: int = param(128, ge=8, le=4096, doc="side of the written crops, pixels")
     resample: str = param("lanczos", choices=("lanczos", "box"))
@@ -409,6 +414,11 @@ class DetectParams:
     labels_from: str = param("auto", choices=("auto", "truth", "folder"),
                              doc="auto: ground truth for the synthetic source, else data/labels/")
     labeled: int = param(100, ge=2, doc="synthetic source: images whose ground truth stands in for hand labels")
+    min_labels: int = param(20, ge=1, doc="fewest labelled images with a spider to train on; fewer stops the "
+                                          "stage (a detector from a handful of boxes finds spiders in anything)")
+    holdout: float = param(0.2, ge=0.0, lt=1.0,
+                           doc="hand labels (not synthetic): seeded share kept out of training, on which "
+                               "the detect stage measures precision, recall, mAP50 and false boxes")
     val_fraction: float = param(0.2, gt=0.0, lt=1.0, doc="share of the labelled images held out for validation")
     epochs: int = param(200, ge=1, le=10_000)
     imgsz: int = param(192, ge=32, le=4096)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spidergan import atomic, images, manifest
+from spidergan import atomic, images, manifest, outcome
 from spidergan.ingest import Ingest, ScrapeError, sha256, write_attribution  # noqa: F401
 from spidergan.params import ScrapeParams
 
@@ -49,6 +49,21 @@ def run(p: ScrapeParams, seed: int, *, out: str | Path, metrics_path: str | Path
         raise ValueError(f"unknown scrape.source {p.source!r}")
     if metrics_path:
         atomic.write_json(metrics_path, counts)
+    reasons = counts.get("reasons", {})
+    if not counts["images"]:
+        hint = ""
+        if reasons.get("too_small"):
+            big = counts.get("largest_too_small")
+            hint = f"scrape.min_side {p.min_side}" + (
+                f"; largest image {big} px: set scrape.min_side to at most {big} to take them"
+                if big else "")
+        elif not counts["listed"]:
+            hint = {"folder": f"scrape.folder.path {p.folder.path!r} holds no files",
+                    "flickr": "the search or group returned no photos"}.get(p.source, "")
+        outcome.refuse_empty("scrape", f"no images: all {counts['listed']} inputs left out",
+                             reasons, hint)
+    outcome.summary("scrape", f"{counts['images']} images in {out} ({counts['written']} new, "
+                    f"{counts['skipped_existing']} kept from the last run)", reasons)
     return counts
 
 

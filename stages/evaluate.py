@@ -7,4 +7,5 @@ if __name__ == "__main__":
     p = params.load()
     evaluate.run(p.evaluate, seed=p.seed, dataset="data/dataset", gan="models/gan",
                  detector="models/detector.pt", out="data/eval", plots="plots/evaluate",
-                 report_path="reports/evaluate.html", metrics_path="metrics/evaluate.json")
+                 report_path="reports/evaluate.html", metrics_path="metrics/evaluate.json",
+                 notes_path="reports/evaluate_notes.json")

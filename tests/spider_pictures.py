@@ -95,7 +95,7 @@ def write_source(root: Path, n: int = 4, size: int = 128, seed: int = 0,
         truth.append({"id": image_id, "mask": f"truth/{image_id}.png", "dup_group": None,
                       "dup_of": None, "objects": [{"cls": "spider", "box": list(det), "label": 1}]})
         box = square_around(det, margin)
-        crop = extract_square(img, box, size, pad="reflect", resample=Image.Resampling.LANCZOS)
+        crop = extract_square(img, box, size, pad="edge", resample=Image.Resampling.LANCZOS)
         cid = f"{image_id}-0"
         atomic.save_image(crops / "images" / f"{cid}.png", crop)
         recs.append({"id": cid, "file": f"images/{cid}.png", "image_id": image_id, "box": box,

@@ -28,24 +28,57 @@ def test_extract_inside_equals_crop_then_resize():
     assert np.array_equal(np.asarray(got), np.asarray(im.crop((5, 3, 25, 23)).resize((64, 64), Image.BOX)))
 
 
-def test_extract_pads_by_reflection_and_constant():
+def test_extract_pads_with_edge_or_constant_never_a_mirror():
     im = _ramp()
     a = np.asarray(im)
-    got = np.asarray(crop.extract_square(im, (-4, -4, 16, 16), 20, pad="reflect"))
+    got = np.asarray(crop.extract_square(im, (-4, -4, 16, 16), 20, pad="edge"))
     assert np.array_equal(got[4:, 4:], a[:16, :16])
-    assert np.array_equal(got[4:, 3], a[:16, 1])      # column -1 mirrors column 1
-    assert np.array_equal(got[0, 4:], a[4, :16])      # row -4 mirrors row 4
+    assert np.array_equal(got[4:, 3], a[:16, 0]) and np.array_equal(got[4:, 0], a[:16, 0])  # column 0 repeated
+    assert np.array_equal(got[0, 4:], a[0, :16])      # row 0 repeated, not row 4 mirrored
     got = np.asarray(crop.extract_square(im, (30, 20, 50, 40), 20, pad="constant"))
     assert np.array_equal(got[:10, :10], a[20:30, 30:40]) and (got[10:] == 0).all() and (got[:, 10:] == 0).all()
-    # a square several times larger than the image still fills by repeated reflection
-    big = np.asarray(crop.extract_square(im, (-100, -100, 140, 140), 240, pad="reflect"))
-    assert big.shape == (240, 240, 3) and np.array_equal(big[100:130, 100:140], a)
+    got = np.asarray(crop.extract_square(im, (30, 20, 50, 40), 20, pad="constant", fill=(1, 2, 3)))
+    assert (got[15, 15] == [1, 2, 3]).all() and np.array_equal(got[:10, :10], a[20:30, 30:40])
     off = crop.extract_square(im, (100, 100, 110, 110), 8, pad="constant", fill=7)
     assert (np.asarray(off) == 7).all()
+    for pad in ("reflect", "symmetric"):  # mirrors are gone for good
+        with pytest.raises(ValueError, match="pad"):
+            crop.extract_square(im, (-4, -4, 16, 16), 20, pad=pad)
     with pytest.raises(ValueError):
-        crop.extract_square(im, (100, 100, 110, 110), 8, pad="reflect")
+        crop.extract_square(im, (100, 100, 110, 110), 8, pad="edge")
     with pytest.raises(ValueError):
         crop.extract_square(im, (0, 0, 10, 12), 8)
+
+
+def test_fit_square_shifts_inside_and_pads_only_a_spider_larger_than_the_photo():
+    W, H = 300, 224
+    inside, how = crop.fit_square([100, 60, 160, 120], 0.15, W, H)
+    assert how == "inside" and inside == crop.square_around([100, 60, 160, 120], 0.15)
+    # at the left edge: the square (side 60 * 1.3 = 78) moves right, keeps its side
+    sq, how = crop.fit_square([0, 50, 60, 110], 0.15, W, H)
+    assert how == "shifted" and sq == (0, 41, 78, 119)
+    # a 200 px spider: the 260 px square would pass the 224 px short side; the margin gives way
+    sq, how = crop.fit_square([40, 10, 240, 210], 0.15, W, H)
+    assert how == "shifted" and sq[2] - sq[0] == 224 and sq[1] == 0 and sq[3] == 224
+    assert sq[0] <= 40 and sq[2] >= 240 and 0 <= sq[0] and sq[2] <= W
+    # a spider larger than the short side: the square covers the photo's height, as small as the box
+    sq, how = crop.fit_square([10, 0, 290, 224], 0.15, W, H)
+    assert how == "padded" and sq[2] - sq[0] == 280 and sq[1] < 0 < 224 < sq[3]
+    assert 0 <= sq[0] and sq[2] <= W
+    # invariant over random boxes: the box stays whole in the square, the square inside the photo
+    # unless the box is larger than the short side
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        w, h = (int(v) for v in rng.integers(50, 400, 2))
+        x0, y0 = rng.uniform(0, w - 2), rng.uniform(0, h - 2)
+        box = [x0, y0, rng.uniform(x0 + 1, w), rng.uniform(y0 + 1, h)]
+        sq, how = crop.fit_square(box, float(rng.uniform(0, 0.5)), w, h)
+        assert sq[2] - sq[0] == sq[3] - sq[1]
+        assert sq[0] <= box[0] + 0.5 and sq[1] <= box[1] + 0.5
+        assert sq[2] >= box[2] - 0.5 and sq[3] >= box[3] - 0.5
+        big = max(box[2] - box[0], box[3] - box[1]) > min(w, h)
+        assert (how == "padded") == (sq[0] < 0 or sq[1] < 0 or sq[2] > w or sq[3] > h)
+        assert how != "padded" or big
 
 
 def test_extract_label_map_keeps_labels():
@@ -146,14 +179,14 @@ def test_crop_policy_all_detections_review_and_bad_input(raw, tmp_path, caplog):
     assert sorted(f.name for f in (tmp_path / "c" / "images").iterdir()) == \
         sorted(Path(r["file"]).name for r in recs.values())
 
-    # empty input: empty output and a warning
+    # empty input: the stage refuses to succeed with nothing
+    from spidergan.outcome import EmptyOutput
+
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "manifest.jsonl").write_text("")
-    with caplog.at_level(logging.WARNING):
-        counts = crop.run(_params(), raw=empty, out=tmp_path / "e", decisions_path=None, metrics_path=None)
-    assert counts["crops"] == 0 and "empty" in caplog.text
-    assert (tmp_path / "e" / "manifest.jsonl").exists()
+    with pytest.raises(EmptyOutput, match="empty or missing"):
+        crop.run(_params(), raw=empty, out=tmp_path / "e", decisions_path=None, metrics_path=None)
     with pytest.raises(FileNotFoundError, match="detections"):
         crop.run(_params(boxes="detections"), raw=raw, out=tmp_path / "e2",
                  detections_path=tmp_path / "nope.jsonl", metrics_path=None)
@@ -210,3 +243,81 @@ def test_reviewed_detections_reach_the_crops(raw, tmp_path):
     crop.run(p, raw=raw, out=out, detections_path=tmp_path / "det.jsonl", decisions_path=log,
              metrics_path=None)
     assert f"{b['id']}-0" in manifest.read_by_id(out / "manifest.jsonl")
+
+
+def _photo_raw(root, photos):
+    """A hand-made raw folder: photos = [(id, rgb array, spider box)], ground truth boxes."""
+    (root / "images").mkdir(parents=True)
+    man, truth = [], []
+    for iid, a, box in photos:
+        Image.fromarray(a).save(root / "images" / f"{iid}.png")
+        man.append({"id": iid, "file": f"images/{iid}.png", "width": a.shape[1], "height": a.shape[0]})
+        truth.append({"id": iid, "objects": [{"cls": "spider", "box": box, "label": 1}]})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in man))
+    (root / "truth.jsonl").write_text("".join(json.dumps(r) + "\n" for r in truth))
+    return root
+
+
+def _unique_pixels(h, w):
+    """Every pixel a different colour, so a mirrored pixel can be told from the real one."""
+    k = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    return np.dstack([k % 251, (k // 251) % 251, (k // 63001) % 251]).astype(np.uint8)
+
+
+def test_crop_stage_uses_real_pixels_and_counts_shifted_padded_dropped(tmp_path):
+    from spidergan.outcome import EmptyOutput
+
+    edge = _unique_pixels(224, 300)      # spider at the left edge: shifted, real pixels only
+    big = _unique_pixels(224, 300)       # a 200 px spider: margin gives way, still real pixels
+    huge = _unique_pixels(240, 300)      # the spider is taller than... wider than the short side
+    raw = _photo_raw(tmp_path / "raw", [("edge", edge, [0, 40, 150, 190]),
+                                        ("big", big, [40, 10, 240, 210]),
+                                        ("huge", huge, [10, 0, 290, 240])])
+    out = tmp_path / "c"
+    counts = crop.run(_params(margin=0.15, min_side=10, size=224, resample="box"), raw=raw, out=out,
+                      decisions_path=None, metrics_path=tmp_path / "crop.json")
+    assert (counts["shifted"], counts["padded"], counts["dropped"]) == (2, 1, 0)
+    assert json.loads((tmp_path / "crop.json").read_text())["shifted"] == 2
+    recs = manifest.read_by_id(out / "manifest.jsonl")
+    for iid, a in (("edge", edge), ("big", big)):
+        x0, y0, x1, y1 = recs[f"{iid}-0"]["box"]
+        assert 0 <= x0 and 0 <= y0 and x1 <= a.shape[1] and y1 <= a.shape[0]
+        want = np.asarray(Image.fromarray(a[y0:y1, x0:x1]).resize((224, 224), Image.BOX))
+        got = np.asarray(Image.open(out / recs[f"{iid}-0"]["file"]))
+        assert np.array_equal(got, want)
+    # the padded crop, cut at its own side so no resampling blurs the check: the photo's rows as
+    # they are, and above/below one constant colour (the border mean), never mirrored rows
+    counts = crop.run(_params(margin=0.15, min_side=10, size=280, resample="box"), raw=raw,
+                      out=tmp_path / "c2", decisions_path=None, metrics_path=None)
+    rec = manifest.read_by_id(tmp_path / "c2" / "manifest.jsonl")["huge-0"]
+    x0, y0, x1, y1 = rec["box"]
+    assert (x1 - x0, y0, y1, rec["fit"]) == (280, -20, 260, "padded")
+    got = np.asarray(Image.open(tmp_path / "c2" / rec["file"])).astype(int)
+    assert np.array_equal(got[20:260], huge[:, x0:x1])
+    fill = crop.border_colour(Image.fromarray(huge))
+    assert (got[:20] == fill).all() and (got[260:] == fill).all()
+    # edge padding repeats the outermost row; drop leaves the crop out, and counts it
+    crop.run(_params(margin=0.15, min_side=10, size=280, resample="box", pad="edge"), raw=raw,
+             out=tmp_path / "c3", decisions_path=None, metrics_path=None)
+    got = np.asarray(Image.open(tmp_path / "c3" / "images" / "huge-0.png")).astype(int)
+    assert (got[:20] == huge[0, x0:x1]).all() and (got[260:] == huge[-1, x0:x1]).all()
+    counts = crop.run(_params(margin=0.15, min_side=10, size=64, pad="drop"), raw=raw,
+                      out=tmp_path / "c4", decisions_path=None, metrics_path=None)
+    assert counts["dropped"] == 1 and counts["drop_larger_than_photo"] == 1 and counts["crops"] == 2
+    # every crop dropped: the stage stops naming the reason counts
+    only_huge = _photo_raw(tmp_path / "raw2", [("huge", huge, [10, 0, 290, 240])])
+    with pytest.raises(EmptyOutput, match="larger_than_photo 1"):
+        crop.run(_params(margin=0.15, min_side=10, size=64, pad="drop"), raw=only_huge,
+                 out=tmp_path / "c5", decisions_path=None, metrics_path=None)
+
+
+def test_no_spider_review_leaves_the_image_out(tmp_path):
+    from spidergan.review import decisions
+
+    a = _unique_pixels(200, 200)
+    raw = _photo_raw(tmp_path / "raw", [("one", a, [50, 50, 150, 150]), ("two", a, [40, 40, 160, 160])])
+    log = tmp_path / "decisions.jsonl"
+    decisions.append(log, {"kind": "image", "key": "two", "decision": "no_spider"})
+    counts = crop.run(_params(min_side=10, size=32), raw=raw, out=tmp_path / "c", decisions_path=log,
+                      metrics_path=None)
+    assert counts["crops"] == 1 and counts["drop_review_no_spider"] == 1

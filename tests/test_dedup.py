@@ -68,12 +68,11 @@ def test_dedup_skips_unreadable_and_handles_empty(crops, tmp_path, caplog):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with caplog.at_level(logging.WARNING):
-        m = dedup.run(params.from_dict({}).dedup, crops=empty, out=tmp_path / "u2",
-                      metrics_path=None, plots_dir=tmp_path / "p2")
-    assert m["kept"] == 0 and m["images_in"] == 0 and "no crops" in caplog.text
-    assert manifest.read(tmp_path / "u2" / "manifest.jsonl") == []
-    assert (tmp_path / "p2" / "groups.png").exists() and (tmp_path / "p2" / "pr_sweep.csv").exists()
+    from spidergan.outcome import EmptyOutput
+
+    with pytest.raises(EmptyOutput, match="dedup: no crops in"):   # never a silent empty stage
+        dedup.run(params.from_dict({}).dedup, crops=empty, out=tmp_path / "u2",
+                  metrics_path=None, plots_dir=tmp_path / "p2")
 
 
 def test_score_pairs_counts():

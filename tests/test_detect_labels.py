@@ -241,6 +241,21 @@ def test_quality_figures_and_failure_kinds(raw, tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
 
 
+def test_spider_free_box_rate_counts_images_not_boxes():
+    """Hand-computed: 4 spider-free images, two of them boxed (one twice): rate 2/4."""
+    truth = {"a": {"objects": []}, "b": {"objects": [{"cls": "leaf", "box": [0, 0, 9, 9]}]},
+             "c": {"objects": []}, "d": {"objects": []},
+             "s": {"objects": [{"cls": "spider", "box": [10, 10, 50, 50]}]}}
+    box = lambda c: {"box": [1, 1, 30, 30], "conf": c}   # noqa: E731
+    dets = [{"id": "a", "status": "ok", "boxes": [box(0.9), box(0.4)]},
+            {"id": "b", "status": "ok", "boxes": [box(0.3)]},
+            {"id": "c", "status": "ok", "boxes": []}, {"id": "d", "status": "ok", "boxes": []},
+            {"id": "s", "status": "ok", "boxes": [{"box": [10, 10, 50, 50], "conf": 0.9}]}]
+    fig, _ = quality.evaluate(dets, truth, list(truth))
+    assert (fig["spider_free_images"], fig["spider_free_boxed"], fig["spider_free_box_rate"]) == (4, 2, 0.5)
+    assert fig["recall"] == 1.0
+
+
 def test_synthetic_source_labels_are_its_spiders(tmp_path):
     """Integration with the real synthetic source: labels are exactly the ground-truth spiders of
     `labeled` seeded images; distractors stay unlabelled."""

@@ -17,7 +17,7 @@ from spidergan.params import DetectParams, SelftrainParams
 
 from detect_toy import make_raw
 
-TINY = DetectParams(epochs=2, imgsz=64, batch=8, close_mosaic=1, labeled=10, val_fraction=0.2,
+TINY = DetectParams(epochs=2, imgsz=64, batch=8, close_mosaic=1, labeled=10, val_fraction=0.2, min_labels=2,
                     conf=0.001, max_det=5, predict_batch=4,
                     selftrain=SelftrainParams(rounds=1, accept_conf=0.001, unreviewed_conf=0.001,
                                               epochs=1))
@@ -58,7 +58,9 @@ def test_train_writes_model_labels_candidates_and_metrics(project):
     for k in ("map50", "map50_95", "precision", "recall"):
         assert 0.0 <= m[k] <= 1.0 and k in m["round_0"]
     assert m["labels"] == {"images": 10, "boxes": m["labels"]["boxes"], "train": 8, "val": 2,
-                           "origin": "truth", "rejected": 0}
+                           "origin": "truth", "rejected": 0, "negatives": m["labels"]["negatives"],
+                           "train_negatives": m["labels"]["train_negatives"], "review_no_spider": 0,
+                           "holdout": 0}
     labels = manifest.read(root / "detector/labels.jsonl")
     assert len(labels) == 10 and {r["split"] for r in labels} == {"train", "val"}
     assert all(r["origin"] == "truth" and r["round"] == 0 for r in labels)
@@ -243,3 +245,77 @@ def test_cpu_bf16_autocast_is_what_the_trainer_uses():
     assert y.dtype == torch.bfloat16
     with T.autocast(False, device="cpu"):
         assert torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4)).dtype == torch.float32
+
+
+def _human_labels(raw, folder, ids, empty=()):
+    """Label files as a person (or an import) writes them: the ground truth of `ids`, and an
+    empty file ("no spider") for each of `empty`."""
+    from spidergan.detect import labels as L
+
+    truth = manifest.read_by_id(raw / "truth.jsonl")
+    recs = manifest.read_by_id(raw / "manifest.jsonl")
+    for i in ids:
+        boxes = [o["box"] for o in truth[i]["objects"] if o["cls"] == "spider"]
+        L.write_label(folder, i, boxes, recs[i]["width"], recs[i]["height"])
+    for i in empty:
+        L.write_label(folder, i, [], recs[i]["width"], recs[i]["height"])
+
+
+def test_too_few_labels_stop_with_the_count(project, tmp_path, capsys):
+    root, raw, kw, report, log = project
+    from spidergan.detect import labels as L
+
+    ids = sorted(manifest.read_by_id(raw / "manifest.jsonl"))
+    truth = manifest.read_by_id(raw / "truth.jsonl")
+    spiders = [i for i in ids if any(o["cls"] == "spider" for o in truth[i]["objects"])][:4]
+    _human_labels(raw, tmp_path / "labels", spiders, empty=[i for i in ids if i not in spiders][:2])
+    (tmp_path / "labels" / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    args = dict(kw, labels_dir=tmp_path / "labels", out_dir=tmp_path / "det",
+                out_model=tmp_path / "m.pt", metrics_path=None)
+    # 6 labelled, 1 held out (detect.holdout 0.2): 3 or 4 spiders left to train on, below 5
+    with pytest.raises(L.NoLabels, match=r"only [34] labelled images with a spider.*1 more held out"
+                                         r".*detect.min_labels is 5.*image_missing 1"):
+        train.run(replace(TINY, min_labels=5, holdout=0.2, labels_from="folder"), **args)
+    out = capsys.readouterr().out
+    assert "6 labelled images" in out and "4 with a spider, 2 without" in out
+    assert "image_missing 1" in out
+
+
+def test_hand_labels_negatives_and_holdout_reach_training_and_quality(project, tmp_path, capsys):
+    """Human labels: empty files and review "no spider" marks train as background images; a
+    seeded holdout stays out of training and the detect stage measures on it."""
+    root, raw, kw, report, log = project
+    from spidergan.review import decisions as dec
+
+    ids = sorted(manifest.read_by_id(raw / "manifest.jsonl"))
+    _human_labels(raw, tmp_path / "labels", ids[:10], empty=ids[10:12])
+    # a real source: the same photos without ground truth
+    shutil.copytree(raw, tmp_path / "real", ignore=shutil.ignore_patterns("truth*"))
+    raw = tmp_path / "real"
+    decisions = tmp_path / "decisions.jsonl"
+    dec.append(decisions, {"kind": "image", "key": ids[12], "decision": "no_spider"})
+    p = replace(TINY, labels_from="folder", holdout=0.25,
+                selftrain=replace(TINY.selftrain, rounds=1))
+    args = dict(kw, source="folder", raw_dir=raw, labels_dir=tmp_path / "labels",
+                decisions=decisions, out_dir=tmp_path / "det",
+                out_model=tmp_path / "m.pt", metrics_path=tmp_path / "td.json")
+    m = train.run(p, **args)
+    out = capsys.readouterr().out
+    assert "13 labelled images" in out and "1 marked no spider in review" in out
+    assert "background images" in out and "self-training round 1" in out
+    lab = manifest.read_by_id(tmp_path / "det/labels.jsonl")
+    held = [i for i, r in lab.items() if r["split"] == "holdout"]
+    assert len(held) == 3 == m["labels"]["holdout"] and lab[ids[12]]["origin"] == "review"
+    assert held == train.holdout_ids({i: [] for i in lab}, 0.25, 0)   # seeded, reproducible
+    assert m["labels"]["negatives"] == 3 and m["labels"]["train"] + m["labels"]["val"] == 10
+    cands = manifest.read(tmp_path / "det/candidates.jsonl")
+    assert not any(c["image_id"] in lab for c in cands)   # holdout and negatives proposed nothing
+    c = predict.run(replace(p, conf=0.001), raw_dir=raw, model_path=tmp_path / "m.pt",
+                    out=tmp_path / "dets.jsonl", cache_dir=tmp_path / "cache",
+                    labels_path=tmp_path / "det/labels.jsonl", metrics_path=tmp_path / "d.json",
+                    failures_png=tmp_path / "f.png")
+    h = c["heldout"]
+    assert h["images"] == 3 and h["spiders"] == sum(len(lab[i]["boxes"]) for i in held)
+    assert h["spider_free_images"] == sum(1 for i in held if not lab[i]["boxes"])
+    assert (tmp_path / "f.png").stat().st_size > 0
+    _no_network(log)

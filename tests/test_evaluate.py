@@ -99,6 +99,18 @@ def test_missing_weights_auto_warns_on_fails_off_skips(torch_home, netguard_log)
     assert not netguard_log.exists() or netguard_log.read_text() == ""
 
 
+def test_auto_never_touches_the_network_even_where_downloads_are_allowed(torch_home, monkeypatch):
+    import socket
+
+    tried = []
+    monkeypatch.delenv("SPIDERGAN_NETGUARD", raising=False)
+    monkeypatch.delenv("SPIDERGAN_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: tried.append(a) or 1 / 0)
+    assert fidm.fetch_allowed()
+    ext, warning = fidm.inception_for_mode("auto")
+    assert ext is None and "not downloaded at run time" in warning and tried == []
+
+
 def test_standard_extractor_with_weights_file(torch_home, inception_state):
     """The real loading path (safe load, torchmetrics' NoTrainInceptionV3, 2048-d pool) with a
     weights file of the right shape."""
@@ -237,7 +249,7 @@ def _run(root, p, **kw):
     return evaluate.run(p, seed=0, dataset=root / "data/dataset", gan=root / "models/gan",
                         detector=root / "models/detector.pt", out=root / "data/eval",
                         plots=root / "plots/evaluate", report_path=root / "reports/evaluate.html",
-                        metrics_path=root / "metrics/evaluate.json",
+                        metrics_path=root / "metrics/evaluate.json", notes_path=root / "reports/evaluate_notes.json",
                         cache_dir=root / ".spidergan/eval_cache", root=root, progress=False, **kw)
 
 
@@ -256,7 +268,9 @@ def test_stage_with_inception_features(tmp_path, inception_state, netguard_log):
     ext = _Counting(_small_extractor(inception_state))
     m = _run(root, _params(), extractor=ext)
     saved = json.loads((root / "metrics/evaluate.json").read_text())
-    assert saved == m
+    notes = json.loads((root / "reports/evaluate_notes.json").read_text())
+    assert {**saved, **notes} == m and not set(saved) & set(notes)
+    assert all(isinstance(v, (int, float)) for v in saved.values())
     for k in (*fidm.INCEPTION_KEYS, "swd", "memorization_rate", "copy_ratio", "authenticity",
               "kid_subset_size", "pr_k", "num_fakes", "num_train", "num_holdout", "kimg"):
         assert k in m, k
@@ -292,6 +306,11 @@ def test_stage_without_inception_and_snapshots(tmp_path, torch_home, netguard_lo
     root = _project(tmp_path, kimgs=(0.5, 1.0, 2.0))
     m = _run(root, _params(snapshots=True), extractor="params")  # fid: auto, weights absent
     assert fidm.WEIGHTS_NAME in m["fid_warning"]
+    # words go to the notes file, the metrics file holds numbers only
+    notes = json.loads((root / "reports/evaluate_notes.json").read_text())
+    assert fidm.WEIGHTS_NAME in notes["fid_warning"] and notes["memorization_space"] == "phash_hamming"
+    saved = json.loads((root / "metrics/evaluate.json").read_text())
+    assert "fid_warning" not in saved and all(isinstance(v, (int, float)) for v in saved.values())
     assert not any(k in m for k in fidm.INCEPTION_KEYS)
     assert m["memorization_space"] == "copy_distance"
     assert {"swd", "memorization_rate", "copy_ratio", "authenticity", "memorization_threshold",

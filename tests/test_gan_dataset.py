@@ -45,9 +45,23 @@ def test_size_larger_than_available_uses_all_and_says_so(tmp_path, capsys):
                        inputs={"masked": (man, tmp_path / "masked")}, out=tmp_path / "ds",
                        metrics_path=None)
     assert info["used_all"] and info["train"] == 3 and info["rejected"] == 1
-    assert "only 3 available" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert said.count("only 3 available") == 1 and "only 3 are available" not in said  # once
     rej = manifest.read(tmp_path / "ds" / "rejects.jsonl")
     assert rej[0]["id"] == "s004" and rej[0]["reason"]
+
+
+def test_no_training_image_left_stops_naming_why(tmp_path):
+    from spidergan.outcome import EmptyOutput
+
+    man = make_images(tmp_path / "masked", n=3, size=40)
+    for f in (tmp_path / "masked" / "images").iterdir():
+        f.write_bytes(b"not a png")
+    with pytest.raises(EmptyOutput, match=r"no training images from 3 upstream records: \w+ 3"):
+        dataset.run(DatasetParams(size=10, holdout=0), 16, seed=0,
+                    inputs={"masked": (man, tmp_path / "masked")}, out=tmp_path / "ds",
+                    metrics_path=None)
 
 
 def test_loader_batches_are_a_function_of_step(tmp_path):

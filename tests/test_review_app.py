@@ -211,3 +211,30 @@ def test_cli_serves_and_a_kill_loses_no_decision(project):
         proc.wait(10)
     got = dec.latest(project / "data/review/decisions.jsonl")
     assert len(got) == 6 and got[("crop", "img-0-1")]["decision"] == "reject"
+
+
+def test_names_people_know_search_and_no_spider_mark(client, project):
+    """Photos are named by their original file or Flickr title, found by any part of it, and a
+    whole image can be marked "no spider" (and cleared again)."""
+    raw = manifest.read(project / "data/raw/manifest.jsonl")
+    raw[0]["provenance"] = {"path": "holiday/IMG_4711.jpg", "folder": "/photos"}
+    raw[1]["provenance"] = {"photo_id": "5550001", "title": "Garden cross spider",
+                            "owner_name": "A. Walker", "page_url": "https://www.flickr.com/photos/x/5550001"}
+    manifest.write(project / "data/raw/manifest.jsonl", raw)
+    items = {it["id"]: it for it in client.get("/api/detections").json()["items"]}
+    assert items["img-0"]["name"] == "holiday/IMG_4711.jpg"
+    assert items["img-1"]["name"] == "Garden cross spider (A. Walker)"
+    assert items["img-1"]["page"].endswith("/5550001") and items["img-2"]["name"] == "img-2"
+    for q, want in (("img_4711", ["img-0"]), ("walker", ["img-1"]), ("5550001", ["img-1"]),
+                    ("img-3", ["img-3"]), ("nothing like it", [])):
+        got = client.get("/api/detections", params={"q": q}).json()
+        assert [it["id"] for it in got["items"]] == want, q
+    r = client.post("/api/decide", headers=H, json={"kind": "image", "key": "img-2", "decision": "no_spider"})
+    assert r.status_code == 200, r.text
+    assert client.get("/api/detections").json()["items"][2]["no_spider"] is True
+    assert dec.no_spider_images(dec.latest(project / "data/review/decisions.jsonl")) == {"img-2"}
+    assert client.post("/api/decide", headers=H, json={"kind": "image", "key": "nope",
+                                                        "decision": "no_spider"}).status_code == 404
+    client.post("/api/decide", headers=H, json={"kind": "image", "key": "img-2", "decision": "clear",
+                                                 "undo": True})
+    assert client.get("/api/detections").json()["items"][2]["no_spider"] is False

@@ -15,12 +15,16 @@ Importers read what labelling tools export and write those files:
 * COCO JSON (CVAT "COCO 1.0", Roboflow, ...): `images`, `annotations` (bbox = x, y, w, h in
   pixels), `categories`.
 * Label Studio JSON export: a list of tasks; rectangle results in percent of the image.
+* YOLO txt files from another project: `<photo stem>.txt` (any folder layout), matched to image
+  ids through the raw manifest (a folder photo's original file name or relative path, a Flickr
+  photo id). Every class id counts as spider unless `classes` names the ids that do; an empty
+  file says "no spider in this photo" and is imported as a negative.
 
 Each imported box is validated: its image must be a raw image (matched by id, file name or the
 file name recorded in its provenance), the box must have an area and lie inside the image
 (slight overshoot from a drag past the edge is clipped, up to `EDGE_TOLERANCE` of the side).
 Anything rejected is reported with a reason; nothing is dropped silently. Object classes other
-than spider (see `SPIDER_NAMES`) are skipped and counted.
+than spider (see `SPIDER_NAMES`; YOLO: ids outside `classes`) are skipped and counted.
 
 Review decisions (`data/review/decisions.jsonl`, written by the review app or by hand) are read
 by `spidergan.review.decisions`, the one reader of that file.
@@ -49,6 +53,7 @@ boxes teach the detector an "inner" and an "outer" spider), then import the expo
   LabelImg (Pascal VOC XML):   spidergan import-labels --format voc  path/to/xml_folder
   CVAT / others (COCO JSON):   spidergan import-labels --format coco annotations.json
   Label Studio (JSON export):  spidergan import-labels --format labelstudio export.json
+  YOLO txt (another project):  spidergan import-labels --format yolo path/to/labels_folder
 
 or write YOLO files yourself: {folder}/<image id>.txt, one line per spider
 `0 cx cy w h` (normalised 0..1). Image ids and files are listed in data/raw/manifest.jsonl.
@@ -58,6 +63,8 @@ With scrape.source=synthetic the labels come from the ground truth instead."""
 class NoLabels(RuntimeError):
     """The labels folder holds nothing to train on; the message says how to label."""
 
+    for_people = True  # printed without a traceback (spidergan.outcome)
+
 
 @dataclass
 class ImportReport:
@@ -65,6 +72,7 @@ class ImportReport:
     rejected: list = field(default_factory=list)     # {"item", "reason", "detail"}
     skipped_classes: dict = field(default_factory=dict)
     clipped: int = 0
+    spider_classes: dict = field(default_factory=dict)  # class taken as spider -> boxes
 
     def reject(self, item: str, reason: str, detail: str = "") -> None:
         self.rejected.append({"item": item, "reason": reason, "detail": detail})
@@ -74,13 +82,22 @@ class ImportReport:
         for r in self.rejected:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
         return {"images": len(self.written), "boxes": sum(self.written.values()),
+                "negatives": sum(1 for v in self.written.values() if v == 0),
                 "rejected": len(self.rejected), "rejected_by_reason": reasons,
-                "clipped": self.clipped, "skipped_classes": dict(self.skipped_classes)}
+                "clipped": self.clipped, "skipped_classes": dict(self.skipped_classes),
+                "spider_classes": dict(self.spider_classes)}
 
     def text(self) -> str:
         c = self.counts()
-        lines = [f"imported {c['boxes']} boxes on {c['images']} images; "
-                 f"rejected {c['rejected']}; clipped {c['clipped']}"]
+        from spidergan.outcome import reasons_text
+
+        by = reasons_text(c["rejected_by_reason"]) if c["rejected"] else ""
+        lines = [f"imported {c['boxes']} boxes on {c['images']} images "
+                 f"({c['negatives']} of them without a spider); "
+                 f"rejected {c['rejected']}{f' ({by})' if by else ''}; clipped {c['clipped']}"]
+        if self.spider_classes:
+            lines.append("boxes per class taken as spider: " + ", ".join(
+                f"{k} x{v}" for k, v in sorted(self.spider_classes.items())))
         if self.skipped_classes:
             lines.append("skipped other classes: " + ", ".join(
                 f"{k} x{v}" for k, v in sorted(self.skipped_classes.items())))
@@ -125,7 +142,9 @@ def from_yolo_line(line: str, width: int, height: int) -> list[float]:
     except ValueError:
         raise ValueError("bad_line", f"not numbers: {line!r}") from None
     if cls != 0:
-        raise ValueError("bad_class", f"class {cls} (only 0 = spider exists)")
+        raise ValueError("bad_class", f"class {cls} (only 0 = spider exists here; import another "
+                                      "project's files with `spidergan import-labels --format yolo`, "
+                                      "which takes every class id as spider)")
     if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
         raise ValueError("outside_image", f"values must be normalised 0..1: {line!r}")
     return [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
@@ -187,14 +206,67 @@ class _ImageIndex:
         self.raw_dir = Path(raw_dir)
         self.by_id = manifest.read_by_id(self.raw_dir / "manifest.jsonl")
         self.by_name: dict[str, str] = {}
+        self.by_stem: dict[str, set] = {}
+        self.paths: dict[str, str] = {}   # folder source: relative path without suffix
+        # photos the scrape stage turned away, by stem: "IMG_0010 was rejected: too_small"
+        self.rejected_stems: dict[str, str] = {}
+        for r in manifest.iter_records(self.raw_dir / "rejects.jsonl"):
+            rel = str(r.get("detail", "")).split(":", 1)[0]
+            if rel:
+                why = f"{rel}: {r.get('reason')}"
+                self.rejected_stems[rel.rsplit(".", 1)[0]] = why   # the path first, then the stem
+                self.rejected_stems.setdefault(Path(rel).stem, why)
         for iid, rec in self.by_id.items():
             names = [Path(rec["file"]).name, Path(rec["file"]).stem]
             prov = rec.get("provenance") or {}
             for k in ("path", "filename", "file", "original_name", "url"):
                 if isinstance(prov.get(k), str) and prov[k]:
                     names += [Path(prov[k]).name, Path(prov[k]).stem]
+            if prov.get("photo_id"):
+                names.append(str(prov["photo_id"]))
             for n in names:
                 self.by_name.setdefault(n, iid)
+            # YOLO files are named by stem: every stem an image answers to, and its full path
+            keys = {iid, Path(rec["file"]).stem}
+            if isinstance(prov.get("path"), str) and prov["path"]:
+                keys.add(Path(prov["path"]).stem)
+                self.paths[iid] = prov["path"].rsplit(".", 1)[0]
+            if isinstance(prov.get("url"), str) and prov["url"]:
+                keys.add(Path(prov["url"]).stem)           # Flickr: <id>_<secret>_b
+            if prov.get("photo_id"):
+                keys.add(str(prov["photo_id"]))
+            for k in keys:
+                self.by_stem.setdefault(k, set()).add(iid)
+
+    def find_stem(self, rel: str):
+        """(raw record, None) for a YOLO file at `rel` (relative to the label folder, without
+        its suffix), or (None, (reason, detail)). The stem picks the image; when several photos
+        share it (IMG_0001 in two folders), the folders of `rel` decide."""
+        parts = rel.replace("\\", "/").split("/")
+        found = self.by_stem.get(parts[-1], set())
+        if len(found) > 1:
+            # the photo whose relative path is the longest common tail of the label's path
+            def tail(iid):
+                q = self.paths.get(iid, "").split("/")
+                n = 0
+                while n < min(len(q), len(parts)) and q[-1 - n] == parts[-1 - n]:
+                    n += 1
+                return n
+            best = max(tail(i) for i in found)
+            found = {i for i in found if tail(i) == best}
+        if not found:
+            why = self.rejected_stems.get("/".join(parts)) or self.rejected_stems.get(parts[-1])
+            if why:
+                return None, ("image_missing", f"the photo was rejected by the scrape stage ({why})")
+            return None, ("image_missing", f"no photo in data/raw/manifest.jsonl is named "
+                                           f"{parts[-1]!r} (original file name, id or photo id)")
+        if len(found) > 1:
+            return None, ("ambiguous", f"{parts[-1]!r} names {len(found)} photos: "
+                                       f"{', '.join(sorted(found)[:3])}; keep the folder layout")
+        rec = self.by_id[found.pop()]
+        if not (self.raw_dir / rec["file"]).is_file():
+            return None, ("image_missing", f"{rec['file']} is in the manifest but not on disk")
+        return rec, None
 
     def find(self, name: str):
         """The raw record for `name` or None."""
@@ -345,6 +417,74 @@ def import_labelstudio(src: str | Path, raw_dir, classes, report: ImportReport) 
     return store
 
 
+def import_yolo(src: str | Path, raw_dir, classes, report: ImportReport) -> dict:
+    """YOLO txt files under `src` (any depth), `<photo stem>.txt`, one `cls cx cy w h` line per
+    box. `classes`: the class ids that are spiders, or None for every id. A file with a bad line
+    is rejected whole (half a photo's spiders would teach that the rest is background); an
+    empty file is a photo without a spider."""
+    src = Path(src)
+    files = sorted(src.rglob("*.txt")) if src.is_dir() else [src]
+    index, store = _ImageIndex(raw_dir), {}
+    names = {}
+    names_file = (src if src.is_dir() else src.parent) / "classes.txt"
+    if names_file.is_file():  # LabelImg writes the class names beside the labels
+        names = {k: n.strip() for k, n in enumerate(names_file.read_text().splitlines()) if n.strip()}
+    for f in files:
+        if f.name == "classes.txt":
+            continue
+        rel = f.relative_to(src).with_suffix("").as_posix() if src.is_dir() else f.stem
+        item = f.relative_to(src).as_posix() if src.is_dir() else f.name
+        rec, why = index.find_stem(rel)
+        if rec is None:
+            report.reject(item, *why)
+            continue
+        if rec["id"] in store:
+            report.reject(item, "duplicate", f"a second label file for {rec['id']}")
+            continue
+        w, h = int(rec["width"]), int(rec["height"])
+        boxes, taken, skipped, bad = [], {}, {}, None
+        try:
+            lines = f.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            report.reject(item, "unreadable", str(e))
+            continue
+        for n, line in enumerate(lines, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 5:
+                bad = ("bad_line", f"line {n}: expected `cls cx cy w h`, got {len(parts)} fields")
+                break
+            try:
+                cls = int(parts[0])
+                cx, cy, bw, bh = (float(v) for v in parts[1:])
+            except ValueError:
+                bad = ("bad_line", f"line {n}: not numbers: {line.strip()!r}")
+                break
+            label = f"{cls} ({names[cls]})" if cls in names else str(cls)
+            if classes is not None and cls not in classes:
+                skipped[label] = skipped.get(label, 0) + 1
+                continue
+            try:
+                box, clipped = check_box([(cx - bw / 2) * w, (cy - bh / 2) * h,
+                                          (cx + bw / 2) * w, (cy + bh / 2) * h], w, h)
+            except ValueError as e:
+                bad = (e.args[0], f"line {n}: {e.args[1]}")
+                break
+            report.clipped += int(clipped)
+            boxes.append(box)
+            taken[label] = taken.get(label, 0) + 1
+        if bad:
+            report.reject(item, *bad)
+            continue
+        for k, v in taken.items():
+            report.spider_classes[k] = report.spider_classes.get(k, 0) + v
+        for k, v in skipped.items():
+            report.skipped_classes[k] = report.skipped_classes.get(k, 0) + v
+        store[rec["id"]] = boxes
+    return store
+
+
 def _load_json(src, report: ImportReport):
     try:
         return json.loads(Path(src).read_text(encoding="utf-8"))
@@ -353,19 +493,31 @@ def _load_json(src, report: ImportReport):
         return None
 
 
-_IMPORTERS = {"voc": import_voc, "coco": import_coco, "labelstudio": import_labelstudio}
+_IMPORTERS = {"voc": import_voc, "coco": import_coco, "labelstudio": import_labelstudio,
+              "yolo": import_yolo}
+assert set(_IMPORTERS) == set(FORMATS)
 
 
 def import_labels(fmt: str, src: str | Path, out: str | Path = "data/labels",
-                  raw_dir: str | Path = "data/raw", classes: Iterable[str] = SPIDER_NAMES,
+                  raw_dir: str | Path = "data/raw", classes: Iterable | None = None,
                   dry_run: bool = False) -> ImportReport:
-    """Import a labelling tool's export into YOLO files in `out`; returns the report."""
+    """Import a labelling tool's export into YOLO files in `out`; returns the report.
+
+    `classes`: names meaning spider (voc, coco, labelstudio; default `SPIDER_NAMES`), or for
+    yolo the class ids meaning spider (default: every id)."""
     if fmt not in _IMPORTERS:
         raise ValueError(f"unknown label format {fmt!r}; one of {', '.join(_IMPORTERS)}")
     if not Path(src).exists():
         raise FileNotFoundError(f"label export not found: {src}")
+    if not manifest.read_by_id(Path(raw_dir) / "manifest.jsonl"):
+        raise FileNotFoundError(f"{raw_dir}/manifest.jsonl is missing or empty: labels are "
+                                "matched to the scraped photos, run `dvc repro scrape` first")
     report = ImportReport()
-    store = _IMPORTERS[fmt](src, raw_dir, tuple(classes), report)
+    if fmt == "yolo":
+        classes = None if classes is None else {int(c) for c in classes}
+    else:
+        classes = tuple(classes) if classes is not None else SPIDER_NAMES
+    store = _IMPORTERS[fmt](src, raw_dir, classes, report)
     raw = manifest.read_by_id(Path(raw_dir) / "manifest.jsonl")
     for iid, boxes in store.items():
         report.written[iid] = len(boxes)

@@ -30,7 +30,7 @@ CONFIGS = Path(__file__).parent / "configs"
 
 
 class DetectorError(RuntimeError):
-    pass
+    for_people = True  # printed without a traceback (spidergan.outcome)
 
 
 class DetectorMissing(DetectorError, FileNotFoundError):

@@ -117,6 +117,19 @@ def run(p: DetectParams, raw_dir="data/raw", model_path="models/detector.pt",
             counts["heldout"] = q
     if metrics_path:
         atomic.write_json(metrics_path, counts)
+    from spidergan import outcome
+
+    if not counts["ok"]:
+        outcome.refuse_empty("detect", f"no image could be read of {len(records)}",
+                             counts["errors_by_reason"] or {"no images in the raw manifest": 1})
+    outcome.summary("detect", f"{counts['ok'] - counts['no_detection']} of {len(records)} images "
+                    f"with a spider box ({counts['boxes']} boxes at conf >= {p.conf}), "
+                    f"{counts['no_detection']} without", counts["errors_by_reason"])
+    if "heldout" in counts:
+        h = counts["heldout"]
+        print(f"detect: held-out quality on {h['images']} images ({h['spiders']} spiders): "
+              f"precision {h['precision']}, recall {h['recall']}, mAP50 {h['map50']}; spider-free "
+              f"images with a box {h['spider_free_boxed']} of {h['spider_free_images']}")
     return counts
 
 

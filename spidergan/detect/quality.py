@@ -89,6 +89,7 @@ def evaluate(detections: list[dict], truth: dict, ids) -> tuple[dict, list]:
     preds, gts, fails = {}, {}, []
     totals = {"missed": 0, "double": 0, "loose": 0, "distractor": 0, "false_box": 0, "tp": 0}
     n_boxes = 0
+    free = free_boxed = 0  # spider-free images, and those of them that got a box
     ids = [i for i in sorted(ids) if i in truth and dets.get(i, {}).get("status") == "ok"]
     for iid in ids:
         objs = truth[iid].get("objects", [])
@@ -98,6 +99,9 @@ def evaluate(detections: list[dict], truth: dict, ids) -> tuple[dict, list]:
         n_boxes += len(boxes)
         preds[iid] = [(b["box"], b["conf"]) for b in boxes]
         gts[iid] = spiders
+        if not spiders:
+            free += 1
+            free_boxed += bool(boxes)
         c = classify(boxes, spiders, distractors)
         for k in totals:
             totals[k] += len(c[k])
@@ -111,7 +115,9 @@ def evaluate(detections: list[dict], truth: dict, ids) -> tuple[dict, list]:
                "missed": totals["missed"], "double_boxes": totals["double"],
                "loose_boxes": totals["loose"],
                "distractor_boxes": totals["distractor"], "false_boxes": totals["false_box"],
-               "failure_images": len(fails)}
+               "failure_images": len(fails),
+               "spider_free_images": free, "spider_free_boxed": free_boxed,
+               "spider_free_box_rate": round(free_boxed / free, 4) if free else None}
     return figures, fails
 
 
@@ -179,19 +185,28 @@ def predict_ids(weights, p, raw_dir, ids, conf: float = 0.001) -> list[dict]:
 
 
 def heldout_quality(raw_dir, detections: list[dict], labels_path, failures_png) -> dict | None:
-    """Quality on never-labelled images when ground truth exists; else None (and a placeholder
-    sheet, so the declared plot always exists)."""
+    """Quality on images the detector never learnt from, when there is something to compare
+    with: on the synthetic source the never-labelled images against the ground truth; on a real
+    source the hand-labelled images `detect.holdout` kept out of training (split "holdout" in
+    `data/detector/labels.jsonl`; no distractor classes there, so every box off a labelled
+    spider counts as a false box). Else None, and a placeholder sheet saying why (the declared
+    plot always exists)."""
     raw_dir = Path(raw_dir)
     truth = manifest.read_by_id(raw_dir / "truth.jsonl")
-    if not truth:
+    labels = manifest.read_by_id(labels_path) if labels_path else {}
+    if truth:
+        ids = [r["id"] for r in detections if r["id"] not in labels]
+    else:
+        truth = {i: {"objects": [{"cls": "spider", "box": b} for b in r.get("boxes", [])]}
+                 for i, r in labels.items() if r.get("split") == "holdout"}
+        ids = sorted(truth)
+    if not ids:
         if failures_png:
-            sheet = Image.new("RGB", (384, 40), (30, 30, 30))
-            ImageDraw.Draw(sheet).text((6, 12), "no ground truth (not the synthetic source)",
-                                       fill=(255, 255, 255))
+            sheet = Image.new("RGB", (520, 40), (30, 30, 30))
+            ImageDraw.Draw(sheet).text((6, 12), "nothing to measure on: no ground truth and no held-out "
+                                       "labels (detect.holdout)", fill=(255, 255, 255))
             atomic.save_image(failures_png, sheet)
         return None
-    labelled = set(manifest.read_by_id(labels_path)) if labels_path else set()
-    ids = [r["id"] for r in detections if r["id"] not in labelled]
     figures, fails = evaluate(detections, truth, ids)
     if failures_png:
         contact_sheet(raw_dir, fails, failures_png)

@@ -82,3 +82,25 @@ def select(cands: list, decisions: DetectionDecisions, sp: SelftrainParams) -> t
     counts["new_label_images"] = len(new)
     counts["new_labels"] = sum(len(v) for v in new.values())
     return new, counts
+
+
+def describe(rnd: int, entry: dict, sp: SelftrainParams) -> str:
+    """One line for people: what a round proposed, what the review decided, and what happens."""
+    head = (f"self-training round {rnd}: {entry.get('candidates', 0)} candidates on "
+            f"{entry.get('candidate_images', 0)} unlabelled images (conf >= {sp.accept_conf})")
+    if sp.require_review:
+        head += (f"; reviewed: accepted {entry.get('accepted', 0)}, rejected "
+                 f"{entry.get('rejected', 0)}, undecided {entry.get('undecided', 0)}")
+    else:
+        head += (f"; taken unreviewed {entry.get('unreviewed_taken', 0)} boxes, ambiguous "
+                 f"{entry.get('ambiguous_images', 0)} images")
+    if entry.get("retrained") or entry.get("reused"):
+        return head + f"; retrained on {entry.get('new_label_images', 0)} new labelled images"
+    if sp.require_review and entry.get("undecided"):
+        why = ("not retrained: waiting for review (spidergan review, or lines in "
+               "data/review/decisions.jsonl), then dvc repro")
+    elif entry.get("candidates", 0) == 0:
+        why = "not retrained: no candidates"
+    else:
+        why = "not retrained: no new labels"
+    return f"{head}; {why}"

@@ -117,6 +117,24 @@ def gather_labels(p: DetectParams, source: str, seed: int, raw_dir, labels_dir):
     return found, "human", rejects
 
 
+def holdout_ids(labels: dict, fraction: float, seed: int) -> list:
+    """A seeded `fraction` of the labelled images, kept out of training so that the detect
+    stage can measure the detector on hand labels it never learnt from (at least one image
+    once there are five; none when fraction is 0)."""
+    ids = sorted(labels)
+    n = round(len(ids) * fraction)
+    if fraction > 0 and len(ids) >= 5:
+        n = max(1, n)
+    return sorted(random.Random(f"holdout-{seed}").sample(ids, n)) if n else []
+
+
+def _count_reasons(rejects: list) -> str:
+    counts: dict = {}
+    for r in rejects:
+        counts[r["reason"]] = counts.get(r["reason"], 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
 def split(ids, val_fraction: float, seed: int) -> tuple[list, list]:
     ids = sorted(ids)
     n_val = max(1, round(len(ids) * val_fraction)) if len(ids) >= 2 else 0
@@ -223,26 +241,59 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
     base_hash = file_sha256(model_src) if model_src.endswith(".pt") or Path(model_src).is_file() \
         else model_src
     labels, origin, rejects = gather_labels(p, source, seed, raw_dir, labels_dir)
-    if len(labels) < 2:
-        raise L.NoLabels(f"only {len(labels)} labelled image(s); at least 2 are needed "
-                         "(one to train, one to validate), about 100 to train well")
-    train_ids, val_ids = split(labels, p.val_fraction, seed)
+    origins = {i: origin for i in labels}
+    state = review_decisions.latest(decisions)
+    # a photo a person marked "no spider" is a background image to learn from, unless a label
+    # file already says what is in it
+    reviewed_negatives = sorted(i for i in review_decisions.no_spider_images(state)
+                                if i in records and i not in labels)
+    for i in reviewed_negatives:
+        labels[i] = []
+        origins[i] = "review"
+    held = holdout_ids(labels, p.holdout, seed) if origin == "human" else []
+    trainable = {i: b for i, b in labels.items() if i not in set(held)}
+    n_pos = sum(1 for b in trainable.values() if b)
+    reasons = _count_reasons(rejects)
+    print(f"train_detector: {len(labels)} labelled images ({origin} labels: "
+          f"{sum(1 for b in labels.values() if b)} with a spider, "
+          f"{sum(1 for b in labels.values() if not b)} without, "
+          f"{sum(map(len, labels.values()))} boxes; {len(reviewed_negatives)} marked no spider in "
+          f"review); label files rejected: {len(rejects)}" + (f" ({reasons})" if reasons else ""))
+    for r in rejects[:5]:
+        print(f"  rejected {r['id']}: {r['reason']} {r.get('detail', '')}".rstrip())
+    if n_pos < p.min_labels or len(trainable) < 2:
+        raise L.NoLabels(
+            f"only {n_pos} labelled images with a spider to train on"
+            + (f" ({len(held)} more held out by detect.holdout {p.holdout})" if held else "")
+            + f"; detect.min_labels is {p.min_labels}. A detector trained on a handful of boxes "
+            "finds a spider in anything: label more photos (about 100), "
+            + ("set detect.holdout: 0, " if held else "") + "or lower detect.min_labels knowingly."
+            + (f" {len(rejects)} label files were rejected ({reasons})." if rejects else ""))
+    train_ids, val_ids = split(trainable, p.val_fraction, seed)
     train = {i: labels[i] for i in train_ids}
     val = {i: labels[i] for i in val_ids}
-    origins = {i: origin for i in labels}
     rounds_of = {i: 0 for i in labels}
     work = Path(work_dir) if work_dir else env.state_dir() / "detect"
+    n_bg = sum(1 for b in train.values() if not b)
+    print(f"train_detector: training on {len(train)} images ({len(train) - n_bg} with a spider, "
+          f"{n_bg} background images without), {sum(map(len, train.values()))} boxes; validating "
+          f"on {len(val)}" + (f"; {len(held)} held out for the detect stage's quality figures "
+                              f"(detect.holdout {p.holdout})" if held else ""))
 
     weights, metrics, reused = train_cached(model_src, base_hash, train, val, p, p.epochs, seed,
                                             raw_dir, records, work, "round0")
     report = {"labels": {"images": len(labels), "boxes": sum(map(len, labels.values())),
                          "train": len(train), "val": len(val), "origin": origin,
-                         "rejected": len(rejects)},
+                         "rejected": len(rejects), "negatives": sum(1 for b in labels.values() if not b),
+                         "train_negatives": n_bg, "review_no_spider": len(reviewed_negatives),
+                         "holdout": len(held)},
               "round_0": {**metrics, "new_labels": 0, "retrained": not reused, "reused": reused}}
     candidates_all = []
-    decided = review_decisions.DetectionDecisions(review_decisions.latest(decisions))
+    decided = review_decisions.DetectionDecisions(state)
     for r in range(1, p.selftrain.rounds + 1):
-        cands = selftrain.candidates(weights, records, raw_dir, set(train) | set(val), p, r)
+        # every labelled image is left alone, the held-out ones included (else they would leak
+        # into training through review)
+        cands = selftrain.candidates(weights, records, raw_dir, set(labels), p, r)
         candidates_all += cands
         new, counts = selftrain.select(cands, decided, p.selftrain)
         entry = {**counts}
@@ -258,7 +309,7 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
         else:  # nothing new to learn from: the model and its metrics carry over
             entry.update({**metrics, "retrained": False, "reused": False})
         report[f"round_{r}"] = entry
-        log.info("self-training round %d: %s", r, entry)
+        print(selftrain.describe(r, entry, p.selftrain))
         if not new:  # the same model would propose the same candidates again
             break
     report.update(metrics)
@@ -270,10 +321,12 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
     Path(out_model).parent.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(out_model) as tmp:
         shutil.copyfile(weights, tmp)
-    split_of = {**{i: "train" for i in train}, **{i: "val" for i in val}}
+    split_of = {**{i: "holdout" for i in held}, **{i: "train" for i in train},
+                **{i: "val" for i in val}}
+    boxes_of = {**{i: labels[i] for i in held}, **val, **train}
     manifest.write(out_dir / "labels.jsonl", (
         {"id": i, "split": split_of[i], "origin": origins[i], "round": rounds_of[i],
-         "boxes": [[round(v, 2) for v in b] for b in (train.get(i) or val.get(i) or [])]}
+         "boxes": [[round(v, 2) for v in b] for b in boxes_of[i]]}
         for i in sorted(split_of)))
     manifest.write(out_dir / "rejects.jsonl", rejects)
     manifest.write(out_dir / "candidates.jsonl", candidates_all)

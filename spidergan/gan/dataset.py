@@ -87,8 +87,14 @@ def run(p: DatasetParams, resolution: int, seed: int, inputs: dict, out: str | P
             train_recs.append({**base, "index": len(images)})
             images.append(np.asarray(im, dtype=np.uint8))
     if not images:
-        raise RuntimeError(f"no training images: {len(records)} upstream records, "
-                           f"{len(hold_recs)} held out, {len(rejects)} rejected")
+        from spidergan import outcome
+
+        reasons: dict = {"held_out": len(hold_recs)}
+        for r in rejects:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        outcome.refuse_empty("dataset", f"no training images from {len(records)} upstream records",
+                             reasons, f"dataset.holdout {p.holdout} takes the first images"
+                             if hold_recs else "")
     arr = np.stack(images)
     buf = io.BytesIO()
     np.save(buf, arr)
@@ -98,10 +104,15 @@ def run(p: DatasetParams, resolution: int, seed: int, inputs: dict, out: str | P
     manifest.write(out / "holdout" / "manifest.jsonl", hold_recs)
     manifest.write(out / "rejects.jsonl", rejects)
     short = len(train_recs) < p.size
-    if short:
-        log.warning("dataset.size=%d but only %d images are available: using all of them",
-                    p.size, len(train_recs))
+    if short:  # said once (a log warning and a print showed it twice)
         print(f"dataset: size={p.size} requested, only {len(train_recs)} available; using all")
+    from spidergan import outcome
+
+    reasons: dict = {}
+    for r in rejects:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    outcome.summary("dataset", f"{len(train_recs)} training images at {resolution} px, "
+                    f"{len(hold_recs)} held out", reasons)
     info = {"resolution": resolution, "train": len(train_recs), "holdout": len(hold_recs),
             "rejected": len(rejects), "upstream": len(records), "requested": p.size,
             "used_all": short, "source": p.source, "sha256": hashlib.sha256(data).hexdigest()}

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from spidergan import atomic, images, manifest, sheets
+from spidergan import atomic, images, manifest, outcome, sheets
 from spidergan.outdir import fresh_dir
 from spidergan.crop import extract_square  # the one place that cuts squares
 from spidergan.mask.base import Masker, MaskError, NoMasker
@@ -183,6 +183,13 @@ def run(p: MaskParams, *, seed: int, manifest_path: str | Path, images_root: str
         atomic.write_json(metrics_path, metrics)
     if plots_dir:
         _write_sheet(p, out, images_root, Path(plots_dir))
+    reasons = metrics["rejected_by_reason"]
+    if not metrics["kept"]:
+        outcome.refuse_empty("mask", f"no masked crops of {len(records)}",
+                             reasons if records else None,
+                             "mask.min_area / mask.max_area" if records else "no crops to mask")
+    outcome.summary("mask", f"{metrics['kept']} masked crops of {len(records)} ({masker.name})",
+                    reasons)
     return metrics
 
 

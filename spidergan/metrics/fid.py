@@ -87,7 +87,7 @@ def ensure_weights(fetch: bool | None = None, timeout: float = 10.0) -> Path:
     if fetch is None:
         fetch = fetch_allowed()
     if not fetch:
-        raise InceptionUnavailable(missing_message(path, "offline: not downloading"))
+        raise InceptionUnavailable(missing_message(path, "not downloaded at run time"))
     host = WEIGHTS_URL.split("/")[2]
     try:
         # a quick reachability check, so an offline machine fails in seconds, not a TCP timeout
@@ -153,7 +153,8 @@ def inception_for_mode(mode: str, device: torch.device | str = "cpu"
     if mode == "off":
         return None, None
     try:
-        return load_inception(ensure_weights(), device), None
+        # only look for the file: a stage never downloads (`spidergan fetch-inception` does)
+        return load_inception(ensure_weights(fetch=False), device), None
     except InceptionUnavailable as e:
         if mode == "on":
             raise

@@ -100,14 +100,15 @@ def create_app(root: str | Path, data: str | Path = "data", *, host: str = "127.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # ------------------------------------------------------------------ listing
-    def _listing(kind: str, status: str, min_conf, max_conf, start: int, per_page: int):
+    def _listing(kind: str, status: str, min_conf, max_conf, start: int, per_page: int, q: str = ""):
         if status not in STATUSES[kind]:
             return JSONResponse({"error": f"status must be one of {', '.join(STATUSES[kind])}"},
                                 status_code=400)
         fn = {"detection": rd.list_detections, "crop": rd.list_crops, "pair": rd.list_pairs}[kind]
         version = log.version()
+        kw = {"q": q} if kind != "pair" else {}
         out = fn(log.snapshot(), status=status, min_conf=min_conf, max_conf=max_conf,
-                 start=start, per_page=per_page)
+                 start=start, per_page=per_page, **kw)
         out.update(kind=kind, version=version, per_page=per_page)
         return out
 
@@ -115,8 +116,9 @@ def create_app(root: str | Path, data: str | Path = "data", *, host: str = "127.
         @app.get(path)
         def listing(status: str = "all", min_conf: float | None = Query(None, ge=0, le=1),
                     max_conf: float | None = Query(None, ge=0, le=1), start: int = Query(0, ge=0),
-                    per_page: int = Query(200, ge=1, le=MAX_PER_PAGE)):
-            return _listing(kind, status, min_conf, max_conf, start, per_page)
+                    per_page: int = Query(200, ge=1, le=MAX_PER_PAGE),
+                    q: str = Query("", max_length=200)):
+            return _listing(kind, status, min_conf, max_conf, start, per_page, q)
 
     _list_route("/api/detections", "detection")
     _list_route("/api/crops", "crop")
@@ -156,6 +158,10 @@ def create_app(root: str | Path, data: str | Path = "data", *, host: str = "127.
                 w, h = item["w"], item["h"]  # a dragged box stays on the image
                 box = [min(max(box[0], 0), w), min(max(box[1], 0), h), min(max(box[2], 0), w), min(max(box[3], 0), h)]
             rec.update(image_id=image_id, orig_box=orig, box=box)
+        elif kind == "image" and isinstance(key, str):  # "no spider in this image"
+            if rd.raw_file(key) is None:
+                return JSONResponse({"error": f"no raw image {key!r}"}, status_code=404)
+            rec["image_id"] = key
         elif kind == "crop" and isinstance(key, str):
             if key not in (rd.crops() or {}):
                 return JSONResponse({"error": f"no crop {key!r}"}, status_code=404)

@@ -96,6 +96,28 @@ def _empty(kind: str, message: str) -> dict:
     return {"message": message, "items": [], "counts": _counts(kind, Counter()), **out}
 
 
+def display_name(rec: dict | None) -> str:
+    """What people call a photo: its original file (folder source), its Flickr title and
+    owner, else its id."""
+    pv = (rec or {}).get("provenance") or {}
+    if pv.get("path"):
+        return str(pv["path"])
+    if pv.get("photo_id"):
+        owner = pv.get("owner_name") or pv.get("owner") or ""
+        title = pv.get("title") or f"Flickr {pv['photo_id']}"
+        return f"{title} ({owner})" if owner else str(title)
+    return str((rec or {}).get("id", ""))
+
+
+def _search_text(rec: dict | None, *extra: str) -> str:
+    """Everything a search may match: id, name, Flickr title/owner/page, in lower case."""
+    pv = (rec or {}).get("provenance") or {}
+    parts = [str((rec or {}).get("id", "")), display_name(rec), *extra]
+    parts += [str(pv.get(k, "")) for k in ("path", "title", "owner", "owner_name", "page_url",
+                                           "photo_id")]
+    return " ".join(parts).lower()
+
+
 def _in_range(v: float | None, lo: float | None, hi: float | None) -> bool:
     if lo is None and hi is None:
         return True
@@ -140,6 +162,8 @@ class ReviewData:
                 if r.get("status", "ok") != "ok" or not boxes or src is None:
                     continue
                 items.append({"id": image_id, "w": src.get("width"), "h": src.get("height"),
+                              "name": display_name(src), "page": (src.get("provenance") or {}).get("page_url"),
+                              "text": _search_text(src),
                               "boxes": [{"box": [float(v) for v in b["box"]], "conf": b.get("conf")}
                                         for b in boxes]})
             self._det_items = (det, raw, items, {it["id"]: it for it in items})
@@ -193,12 +217,15 @@ class ReviewData:
 
     # ------------------------------------------------------------------ listings
     def list_detections(self, decided: dict, status: str = "all", min_conf: float | None = None,
-                        max_conf: float | None = None, start: int = 0, per_page: int = 200) -> dict:
+                        max_conf: float | None = None, start: int = 0, per_page: int = 200,
+                        q: str = "") -> dict:
         got = self.detection_images()
         if got is None:
             return _empty("detection", "no detections yet: run the detect stage")
         images, _ = got
         by_img, want = self._by_image(decided), _wants(status)
+        no_spider = dec.no_spider_images(decided)
+        q = q.strip().lower()
         conf_filter = min_conf is not None or max_conf is not None
         counts: Counter = Counter()
         positions = []
@@ -207,6 +234,8 @@ class ReviewData:
             return [(b, self.fresh_detection(recs.get(i), b) if recs else None) for i, b in enumerate(it["boxes"])]
 
         for pos, it in enumerate(images):
+            if q and q not in it["text"]:
+                continue
             recs = by_img.get(it["id"])
             if recs is None and not conf_filter:  # the common case: nothing decided here yet
                 counts[None] += len(it["boxes"])
@@ -230,18 +259,23 @@ class ReviewData:
                 boxes.append({"i": i, "key": dec.detection_key(it["id"], i), "orig_box": b["box"],
                               "box": rec["box"] if rec else b["box"], "conf": b["conf"], "decision": d,
                               "match": want(d) and _in_range(b["conf"], min_conf, max_conf)})
-            items.append({"id": it["id"], "w": it["w"], "h": it["h"], "boxes": boxes})
+            items.append({"id": it["id"], "w": it["w"], "h": it["h"], "name": it["name"],
+                          "page": it["page"], "no_spider": it["id"] in no_spider, "boxes": boxes})
         return {"message": None if images else "detect found no boxes to review", "items": items,
                 "images": len(images), "counts": _counts("detection", counts), **win}
 
     def list_crops(self, decided: dict, status: str = "all", min_conf: float | None = None,
-                   max_conf: float | None = None, start: int = 0, per_page: int = 200) -> dict:
+                   max_conf: float | None = None, start: int = 0, per_page: int = 200,
+                   q: str = "") -> dict:
         crops = self.crops()
         if crops is None:
             return _empty("crop", "no crops yet: run the crop stage")
         want, counts, positions, rows = _wants(status), Counter(), [], list(crops.items())
         mine = _of_kind(decided, "crop")
+        q = q.strip().lower()
         for pos, (cid, r) in enumerate(rows):
+            if q and q not in _search_text(r, str(r.get("image_id", ""))):
+                continue
             rec = mine.get(cid)
             d = rec["decision"] if rec else None
             counts[d] += 1
@@ -253,6 +287,8 @@ class ReviewData:
             cid, r = rows[pos]
             rec = mine.get(cid)
             items.append({"key": cid, "id": cid, "image_id": r.get("image_id"), "conf": r.get("conf"),
+                          "name": display_name({"id": r.get("image_id"),
+                                                "provenance": r.get("provenance")}),
                           "decision": rec["decision"] if rec else None})
         return {"message": None if crops else "the crop stage kept no crops", "items": items,
                 "counts": _counts("crop", counts), **win}

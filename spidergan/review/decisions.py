@@ -8,6 +8,9 @@ One JSON object per line, append-only; for each `(kind, key)` the latest line wi
   "decision": "accept" | "reject", "ts": <unix seconds>}`
 * crop: `{"kind": "crop", "key": "<crop id>", "id": "<crop id>", "decision": "accept" | "reject", "ts": ...}`
 * pair: `{"kind": "pair", "key": "<fake file>", "fake": ..., "real": ..., "decision": "copy" | "ok", "ts": ...}`
+* whole image: `{"kind": "image", "key": "<image id>", "image_id": ..., "decision": "no_spider", "ts": ...}`:
+  no spider anywhere in the photo. The detector trains on it as a background image (a negative),
+  self-training proposes nothing there, and the crop stage cuts nothing from it.
 
 Hand-written lines may be shorter (see `normalise`): `{"image_id": ..., "box": [...],
 "decision": "accept"}` is a detection decision keyed by its image and box.
@@ -35,7 +38,9 @@ from typing import Any, Iterable, Iterator
 from spidergan import manifest
 from spidergan.boxes import iou
 
-DECISIONS = {"detection": ("accept", "reject"), "crop": ("accept", "reject"), "pair": ("copy", "ok")}
+DECISIONS = {"detection": ("accept", "reject"), "crop": ("accept", "reject"), "pair": ("copy", "ok"),
+             "image": ("no_spider",)}
+NAME_FIELD = {"crop": "id", "pair": "fake", "image": "image_id"}  # the field a key names
 CLEAR = "clear"
 DEFAULT_PATH = Path("data/review/decisions.jsonl")
 MATCH_IOU = 0.7  # a detection decision holds while its orig_box overlaps the box at its index this much
@@ -87,10 +92,8 @@ def validate(record: dict) -> dict:
         if decision != CLEAR:
             rec["box"] = _check_box(rec.get("box"), "box")
             rec["orig_box"] = _check_box(rec.get("orig_box", rec["box"]), "orig_box")
-    elif kind == "crop":
-        rec.setdefault("id", key)
-    elif kind == "pair":
-        rec.setdefault("fake", key)
+    else:
+        rec.setdefault(NAME_FIELD[kind], key)
     ts = rec.get("ts")
     if ts is None:
         rec["ts"] = time.time()
@@ -113,12 +116,14 @@ def normalise(record: Any) -> dict | None:
     The file is edited by hand too, so the short forms are accepted: a line with `image_id` and
     `box` is a detection without saying so; a detection without `key` is keyed by its image and
     rounded box (`"<image_id>@x0,y0,x1,y1"`), `orig_box` defaults to `box`; a crop line may name
-    only `id`, a pair line only `fake`. Unknown kinds or decisions are ignored, not errors.
+    only `id`, a pair line only `fake`, and `{"image_id": ..., "decision": "no_spider"}` marks a
+whole image. Unknown kinds or decisions are ignored, not errors.
     """
     if not isinstance(record, dict):
         return None
-    kind = record.get("kind") or ("detection" if "image_id" in record else None)
     decision = record.get("decision")
+    kind = record.get("kind") or ("image" if decision == "no_spider"
+                                  else "detection" if "image_id" in record else None)
     if kind not in DECISIONS or (decision != CLEAR and decision not in DECISIONS[kind]):
         return None
     rec = dict(record, kind=kind)
@@ -142,7 +147,7 @@ def normalise(record: Any) -> dict | None:
             except DecisionError:
                 return None
     else:
-        name = "id" if kind == "crop" else "fake"
+        name = NAME_FIELD[kind]
         rec.setdefault("key", rec.get(name))
         if not isinstance(rec["key"], str) or not rec["key"]:
             return None
@@ -235,6 +240,11 @@ class DetectionDecisions:
         """Changes whenever a decision does (for outputs that depend on them)."""
         rows = sorted((k, r["decision"], r["box"], r["orig_box"]) for k, r in self._by_key.items())
         return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def no_spider_images(decisions: dict[Key, dict]) -> set[str]:
+    """Image ids a person marked "no spider in this image"."""
+    return {key for key, v in verdicts(decisions, "image").items() if v == "no_spider"}
 
 
 def verdicts(decisions: dict[Key, dict], kind: str) -> dict[str, str]:

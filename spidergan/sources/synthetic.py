@@ -1074,6 +1074,9 @@ def render(p: SyntheticParams, seed: int, index: int):
     n_sp = 2 if fl["two"] else 1
     if fl["distractor"] and not fl["two"] and rng.random() < 0.3:
         n_sp = 0                              # a distractor alone: the detector must say no
+    # a spider-free photo; its own stream, so every other image stays as it was without them
+    if np.random.default_rng([seed, 0xE3F7, index]).random() < p.empty_fraction:
+        n_sp = 0
     for k in range(n_sp):
         kind = str(rng.choice(_KIND_NAMES, p=_KIND_WEIGHTS / _KIND_WEIGHTS.sum()))
         if fl["web"] and k == 0 and rng.random() < 0.7:

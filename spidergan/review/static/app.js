@@ -18,16 +18,17 @@ const VIEWS = {
 const WORD = { accept: "accepted", reject: "rejected", copy: "copy", ok: "ok", undecided: "undecided", all: "all" };
 const MARK = { accept: "✓", reject: "✗", copy: "copy", ok: "ok" };
 const HELP = {
-  detections: [["j k ← →", "box"], ["↑ ↓", "image"], ["a", "accept"], ["r", "reject"], ["u", "undo"],
+  detections: [["j k ← →", "box"], ["↑ ↓", "image"], ["a", "accept"], ["r", "reject"],
+    ["x", "no spider in this image"], ["u", "undo"], ["/", "find"],
     ["drag corners", "adjust box (saves it accepted)"], ["n p", "page"], ["1 2 3", "views"]],
-  crops: [["j k ← →", "move"], ["↑ ↓", "row"], ["a", "accept"], ["r", "reject"], ["u", "undo"],
+  crops: [["j k ← →", "move"], ["↑ ↓", "row"], ["a", "accept"], ["r", "reject"], ["u", "undo"], ["/", "find"],
     ["n p", "page"], ["1 2 3", "views"]],
   pairs: [["j k ↑ ↓", "move"], ["c r", "copy (memorized)"], ["o a", "ok (novel)"], ["u", "undo"],
     ["n p", "page"], ["1 2 3", "views"]],
 };
 
 const S = {
-  view: "detections", status: "all", min: "", max: "", start: 0,
+  view: "detections", status: "all", min: "", max: "", q: "", start: 0,
   list: null,        // the server's answer for the current window
   cursor: [],        // flat list of selectable entries {i, b?, key}
   cur: 0,
@@ -64,13 +65,14 @@ function readHash() {
   S.view = VIEWS[q.get("view")] ? q.get("view") : "detections";
   const st = q.get("status");
   S.status = VIEWS[S.view].statuses.includes(st) ? st : "all";
-  S.min = q.get("min") || ""; S.max = q.get("max") || "";
+  S.min = q.get("min") || ""; S.max = q.get("max") || ""; S.q = q.get("q") || "";
   S.start = Math.max(0, parseInt(q.get("start") || "0", 10) || 0);
 }
 function writeHash() {
   const q = new URLSearchParams({ view: S.view, status: S.status, start: S.start });
   if (S.min !== "") q.set("min", S.min);
   if (S.max !== "") q.set("max", S.max);
+  if (S.q !== "") q.set("q", S.q);
   history.replaceState(null, "", "#" + q);
 }
 
@@ -80,6 +82,7 @@ async function load(keepKey, inPlace) {
   const q = new URLSearchParams({ status: S.status, start: S.start, per_page: PER_PAGE });
   if (v.conf && S.min !== "") q.set("min_conf", S.min);
   if (v.conf && S.max !== "") q.set("max_conf", S.max);
+  if (S.view !== "pairs" && S.q !== "") q.set("q", S.q);
   const seq = ++S.seq;  // only the latest request may change the page
   let r;
   try { r = await fetch(v.api + "?" + q); } catch (e) { toast("server unreachable: is `spidergan review` running?"); return; }
@@ -142,7 +145,8 @@ function renderHeader() {
   const sel = $("#f-status");
   sel.replaceChildren(...v.statuses.map((s) => h("option", { value: s, selected: s === S.status }, WORD[s])));
   $("#conf-filter").hidden = !v.conf;
-  $("#f-min").value = S.min; $("#f-max").value = S.max;
+  $("#f-min").value = S.min; $("#f-max").value = S.max; $("#f-q").value = S.q;
+  $("#f-q").parentElement.hidden = S.view === "pairs";
   const n = L.items.length;
   $("#page-info").textContent = n ? `${L.offset + 1}–${L.offset + n} of ${L.matching} ${v.unit}` : `0 of ${L.matching}`;
   $("#prev-page").disabled = L.prev_start === null;
@@ -172,8 +176,9 @@ function card(it, i) {
   if (S.view === "detections") {
     const th = h("div", { class: "thumb", style: `aspect-ratio:${it.w}/${it.h}` },
       h("img", { loading: "lazy", src: imgUrl("raw", { id: it.id, s: 256 }), alt: it.id, draggable: "false" }));
-    const c = h("div", { class: "card", "data-i": i, onclick }, th,
-      h("div", { class: "cap" }, h("span", { class: "id" }, it.id), h("span", {}, `${it.boxes.length} box${it.boxes.length > 1 ? "es" : ""}`)));
+    const c = h("div", { class: `card${it.no_spider ? " st-reject" : ""}`, "data-i": i, onclick }, th,
+      h("div", { class: "cap" }, h("span", { class: "id", title: it.id }, it.name || it.id),
+        h("span", {}, it.no_spider ? "no spider" : `${it.boxes.length} box${it.boxes.length > 1 ? "es" : ""}`)));
     drawBoxes(th, it, false);
     return c;
   }
@@ -181,7 +186,7 @@ function card(it, i) {
     return h("div", { class: `card st-${it.decision || "undecided"}`, "data-i": i, "data-key": it.key, onclick },
       h("div", { class: "thumb" }, h("img", { loading: "lazy", src: imgUrl("crop", { id: it.id, s: 256 }), alt: it.id })),
       h("span", { class: "badge" }, MARK[it.decision] || ""),
-      h("div", { class: "cap" }, h("span", { class: "id" }, it.id), h("span", {}, fmt(it.conf))));
+      h("div", { class: "cap" }, h("span", { class: "id", title: it.id }, it.name || it.id), h("span", {}, fmt(it.conf))));
   }
   const fig = (side, caption) => h("figure", { class: "fig" },
     h("div", { class: "thumb" }, h("img", { loading: "lazy", src: imgUrl("pair", { n: it.n, side, s: 256 }), alt: side })),
@@ -237,11 +242,15 @@ function renderDetail() {
       h("div", { class: "actions" },
         h("button", { class: "acc", onclick: () => decide("accept") }, "accept (a)"),
         h("button", { class: "rej", onclick: () => decide("reject") }, "reject (r)"),
+        h("button", { class: "rej", onclick: () => noSpider() }, "no spider in this image (x)"),
         h("button", { onclick: () => undo() }, "undo (u)"),
         h("span", { class: "state", id: "dstate" })));
     fitStage();
   }
-  $("#dtitle").replaceChildren(h("b", {}, it.id), h("span", {}, `${it.w}×${it.h}`),
+  const name = it.page ? h("a", { href: it.page, target: "_blank", rel: "noopener" }, it.name || it.id)
+    : h("span", {}, it.name || it.id);
+  $("#dtitle").replaceChildren(h("b", {}, name), h("span", { class: "id" }, it.id), h("span", {}, `${it.w}×${it.h}`),
+    it.no_spider ? h("span", { class: "chip reject" }, "no spider") : null,
     h("span", {}, `box ${e.b + 1} of ${it.boxes.length}`), h("span", {}, `conf ${fmt(b.conf)}`));
   $("#dstate").replaceChildren(h("span", { class: `chip ${b.decision || "undecided"}` }, WORD[b.decision || "undecided"]),
     String(b.box) !== String(b.orig_box) ? `  adjusted: [${b.box.map((v) => Math.round(v)).join(", ")}]` : "");
@@ -328,11 +337,33 @@ function decide(decision, box) {
   if (!box) move(1);
 }
 
+// "No spider anywhere in this image": one decision for the whole photo (the detector learns it
+// as a background image, the crop stage skips it). Pressing x again clears it.
+function noSpider() {
+  const e = entry();
+  if (!e || S.view !== "detections") return;
+  const it = S.list.items[e.i], was = !!it.no_spider;
+  const body = { kind: "image", key: it.id, decision: was ? "clear" : "no_spider" };
+  S.undo.push({ view: S.view, kind: "image", key: it.id, prev: was ? { decision: "no_spider" } : null });
+  const set = (v) => { it.no_spider = v; const fresh = card(it, e.i), old = document.querySelector(`.card[data-i="${e.i}"]`);
+    if (old) { fresh.classList.toggle("sel", old.classList.contains("sel")); old.replaceWith(fresh); } renderDetail(); };
+  set(!was);
+  send(body, () => { S.undo.pop(); set(was); });
+  if (!was) moveItem(1);
+}
+
 function undo() {
   const u = S.undo.pop();
   if (!u) { toast("nothing to undo in this tab"); return; }
   const body = { kind: u.kind, key: u.key, undo: true, decision: u.prev ? u.prev.decision : "clear" };
   if (u.prev && u.kind === "detection") body.box = u.prev.box;
+  if (u.kind === "image") {  // the whole-image "no spider" mark
+    const i = u.view === S.view ? S.list.items.findIndex((it) => it.id === u.key) : -1;
+    if (i >= 0) { S.list.items[i].no_spider = !!u.prev; S.cur = Math.max(0, S.cursor.findIndex((c) => c.i === i)); render(); }
+    send(body, () => S.undo.push(u));
+    toast(`undone: ${u.key} ${u.prev ? "no spider" : "cleared"}`);
+    return;
+  }
   const at = u.view === S.view ? S.cursor.findIndex((e) => e.key === u.key) : -1;
   if (at >= 0) {
     const e = S.cursor[at], t = target(e), before = { decision: t.decision, box: t.box };
@@ -415,7 +446,7 @@ async function page(dir, toEnd) {
 }
 async function switchView(v) {
   if (v === S.view) return;
-  S.view = v; S.status = "all"; S.min = ""; S.max = ""; S.start = 0; S.cur = 0;
+  S.view = v; S.status = "all"; S.min = ""; S.max = ""; S.q = ""; S.start = 0; S.cur = 0;
   await load();
 }
 
@@ -428,6 +459,7 @@ document.addEventListener("keydown", (ev) => {
     ArrowDown: () => moveItem(1), ArrowUp: () => moveItem(-1),
     a: () => decide(pairs ? "ok" : "accept"), r: () => decide(pairs ? "copy" : "reject"),
     u: () => undo(), n: () => page(1), PageDown: () => page(1), p: () => page(-1), PageUp: () => page(-1),
+    x: () => noSpider(), "/": () => { if (!pairs) $("#f-q").focus(); },
     1: () => switchView("detections"), 2: () => switchView("crops"), 3: () => switchView("pairs"),
   };
   if (pairs) { keys.c = () => decide("copy"); keys.o = () => decide("ok"); }
@@ -437,13 +469,14 @@ document.addEventListener("keydown", (ev) => {
 
 // ------------------------------------------------------------------ controls, polling, start
 function onFilter() {
-  S.status = $("#f-status").value; S.min = $("#f-min").value; S.max = $("#f-max").value;
+  S.status = $("#f-status").value; S.min = $("#f-min").value; S.max = $("#f-max").value; S.q = $("#f-q").value;
   S.start = 0; S.cur = 0;
   load();
 }
 $("#f-status").addEventListener("change", onFilter);
 $("#f-min").addEventListener("change", onFilter);
 $("#f-max").addEventListener("change", onFilter);
+$("#f-q").addEventListener("change", onFilter);
 $("#prev-page").addEventListener("click", () => page(-1));
 $("#next-page").addEventListener("click", () => page(1));
 document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => switchView(t.dataset.view)));
@@ -457,9 +490,9 @@ setInterval(async () => {
 }, POLL_MS);
 
 window.addEventListener("hashchange", () => {
-  const before = [S.view, S.status, S.min, S.max, S.start].join("|");
+  const before = [S.view, S.status, S.min, S.max, S.q, S.start].join("|");
   readHash();
-  if ([S.view, S.status, S.min, S.max, S.start].join("|") !== before) { S.cur = 0; load(); }
+  if ([S.view, S.status, S.min, S.max, S.q, S.start].join("|") !== before) { S.cur = 0; load(); }
 });
 
 readHash();
