@@ -63,9 +63,17 @@ def _wait_done(dst, e, timeout=900):
     raise AssertionError(f"queue not done after {timeout} s: {_status(dst, e)}")
 
 
-@pytest.mark.slow
-def test_queued_sweep_survives_kill_and_compares(tmp_path, netguard_log):
+@pytest.fixture
+def dst(tmp_path):
+    """The repo folder; any queue worker still running there at the end is stopped."""
     dst = tmp_path / "repo"
+    yield dst
+    for pg in _worker_pgids(dst):
+        os.killpg(pg, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_queued_sweep_survives_kill_and_compares(dst, netguard_log):
     for rel in _tracked_files(ROOT):
         if (ROOT / rel).is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +85,8 @@ def test_queued_sweep_survives_kill_and_compares(tmp_path, netguard_log):
     e = venv_env({"SPIDERGAN_ROOT": str(dst), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
                   "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}, pythonpath=dst)
     _run(["git", "init", "-q", "-b", "main"], dst, e)
+    _run(["git", "add", "-A"], dst, e)
+    _run(["git", "commit", "-qm", "init"], dst, e)  # dvclive wants a commit to start from
     _dvc(["repro"], dst, e)  # upstream stages once; the sweep reuses them through the lock
     _run(["git", "add", "-A"], dst, e)
     _run(["git", "commit", "-qm", "baseline"], dst, e)
