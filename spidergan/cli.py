@@ -174,7 +174,7 @@ def _cmd_train(args) -> int:
     from spidergan.gan import train
 
     p = _load(args)
-    result = train.run(p.train, seed=p.seed, dataset=args.dataset, out=args.out,
+    result = train.run(p.train, seed=params.train_seed(p), dataset=args.dataset, out=args.out,
                        live_dir=args.live, metrics_path=args.metrics)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(" ".join(f"{k}={v}" for k, v in result.items()))
@@ -237,6 +237,47 @@ def _cmd_evaluate(args) -> int:
         return 2
     for k, v in sorted(m.items()):
         print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    import json
+
+    from spidergan import compare
+
+    try:
+        show = (json.loads(open(args.show_json).read()) if args.show_json
+                else compare.dvc_exp_show(args.repo))
+        res = compare.compare(show, out=args.out, plots=args.plots,
+                              read=compare.git_reader(args.repo),
+                              seed_keys=[k for k in args.seed_keys.split(",") if k],
+                              max_memorization=args.max_memorization,
+                              include_baseline=args.baseline)
+    except compare.CompareError as e:
+        print(f"spidergan compare: {e}", file=sys.stderr)
+        return 1
+    print((res.files["md"]).read_text(), end="")
+    for name, why in res.skipped:
+        print(f"left out: {name} ({why})")
+    print("wrote " + " ".join(str(f) for f in res.files.values()))
+    return 0
+
+
+def _cmd_requeue(args) -> int:
+    from spidergan import sweep
+
+    try:
+        done = sweep.requeue(args.repo, dry_run=args.dry_run)
+    except RuntimeError as e:
+        print(f"spidergan requeue: {e}", file=sys.stderr)
+        return 1
+    for name, ov in done:
+        print(("would queue" if args.dry_run else "queued") + f" {name} again: "
+              + " ".join(f"-S {o}" for o in ov))
+    if not done:
+        print("no failed or dead experiment to queue again")
+    elif not args.dry_run:
+        print("run `dvc queue start -j N` to carry on")
     return 0
 
 
@@ -426,6 +467,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", default="reports/evaluate.html")
     s.add_argument("--metrics", default="metrics/evaluate.json")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("compare", help="experiments (`dvc exp show --json`) compared: quality and "
+                                       "memorization against the swept params, spread over seeds")
+    s.add_argument("--out", default="reports/compare", help="index.html, table.md, points.csv, "
+                                                            "runs.csv, compare.json")
+    s.add_argument("--plots", default="plots/compare", help="compare.png, curves.png")
+    s.add_argument("--repo", default=".", help="project whose experiments are compared")
+    s.add_argument("--show-json", help="read this saved `dvc exp show --json` instead of running it")
+    s.add_argument("--seed-keys", default="seed,train.seed",
+                   help="params that only repeat a point (the spread), comma-separated")
+    s.add_argument("--max-memorization", type=float, default=0.05,
+                   help="the best point must have mean memorization_rate <= this "
+                        "(default: %(default)s)")
+    s.add_argument("--baseline", action="store_true", help="count the baseline commit as a run too")
+    s.set_defaults(func=_cmd_compare)
+
+    s = sub.add_parser("requeue", help="queue failed (or killed) DVC experiments again with the "
+                                       "same params; their trainer resumes from the checkpoint left")
+    s.add_argument("--repo", default=".")
+    s.add_argument("--dry-run", action="store_true", help="only print what would be queued")
+    s.set_defaults(func=_cmd_requeue)
 
     s = sub.add_parser("fetch-inception",
                        help="download the standard FID Inception weights into $TORCH_HOME "

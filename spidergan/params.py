@@ -323,6 +323,10 @@ class DatasetParams:
 @section
 class TrainParams:
     resolution: int = param(32, ge=16, le=1024, doc="power of two")
+    seed: Optional[int] = param(None, ge=0, le=2**31 - 1,
+                                doc="seed of the GAN training alone (init, batches, augmentation); "
+                                    "null = the top-level seed. A sweep varies it to repeat a point "
+                                    "without redrawing the data or retraining the detector")
     batch: int = param(16, ge=2, le=4096)
     kimg: float = param(4.0, gt=0, doc="training length in thousands of real images shown to D")
     snap_kimg: float = param(1.0, gt=0, doc="checkpoint + sample grid every this many kimg")
@@ -605,6 +609,11 @@ def override(p: Params, assignments) -> Params:
                 raise ParamsError(f"override {key}: {part} is not a section")
         node[last] = yaml.safe_load(value)
     return from_dict(data)
+
+
+def train_seed(p: Params) -> int:
+    """The seed the GAN trains with: `train.seed`, or the top-level `seed` when it is null."""
+    return p.seed if p.train.seed is None else p.train.seed
 
 
 def to_dict(obj) -> dict:
