@@ -22,8 +22,8 @@ Limited Data" (ADA), written from the paper, not from any implementation:
 Resampling (`filter`, `train.augment_filter`; see warp.py): "bilinear" samples once at 1x;
 "antialias" upsamples 2x with the paper's 12-tap Symlet-6 low-pass, samples, and downsamples.
 Bilinear halves the gradient energy of an edge image after a half-pixel shift (0.258 -> 0.125
-on a 32 px four-quadrant image), the 2x path keeps most of it (0.203); it costs about four
-times as much, so it is the default on CUDA and bilinear on CPU. With either, blit operations
+on a 32 px four-quadrant image), the 2x path keeps most of it (0.203); it costs about three
+times as much on CPU, so it is the default on CUDA and bilinear on CPU. With either, blit operations
 (flip, quarter turns, integer shifts) land exactly on pixel centres. The geometry runs in
 float32 even under bf16 autocast.
 

@@ -8,7 +8,8 @@ Two filters (`train.augment_filter`):
   with the 12-tap Symlet-6 low-pass (zero insertion, then the filter), bilinear `grid_sample` on
   the 2x image, low-pass with the same filter and keep every second pixel. The sampler's
   blur then acts at twice the resolution, where the image has no content near the Nyquist
-  frequency. About four times the cost of "bilinear"; the default on CUDA.
+  frequency. About three times the cost of "bilinear" on CPU (bench/augment.py); the
+  default on CUDA.
 
 Both sample outside the image from its mirror image (symmetric about the pixel edges, as far
 as needed), and both run in float32 whatever the autocast state: sample positions in bf16 are
