@@ -145,3 +145,23 @@ def test_ct_weights_cells_by_test_share_and_drops_cells_with_few_fakes():
     # copies (fakes at distance ~0) drive C_T strongly negative
     ct = copying.data_copying_ct(train, test_x, fake_x, test_d + 0.5, np.zeros(50), cells=2, min_fakes=20)
     assert ct["ct"] < -3
+
+
+def test_a_blur_with_the_same_layout_is_not_a_copy():
+    # what an undertrained generator draws: a soft dark blob where the training image has a
+    # spider. Correlation alone matched them (the demo's "memorization" of blobs)
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    spider = np.full((size, size), 235.0)
+    spider[(xx - 32) ** 2 + (yy - 30) ** 2 < 81] = 40
+    for ang in np.linspace(0, 2 * np.pi, 8, endpoint=False):  # eight thin legs
+        for t in np.linspace(9, 26, 40):
+            spider[int(30 + t * np.sin(ang)), int(32 + t * np.cos(ang))] = 50
+    import cv2
+
+    blob = cv2.GaussianBlur(spider, (0, 0), 5)
+    ims = [Image.fromarray(a.astype(np.uint8)).convert("RGB") for a in (spider, blob)]
+    s = copies.signatures(ims[:1], forms=("plain",))[0]
+    q = copies.signatures(ims, forms=("plain",))[0]
+    m = copies.nearest(q, s)
+    assert m.distance[0] < 0.02 and m.distance[1] > copies.DEFAULT_THRESHOLD
