@@ -103,6 +103,11 @@ def test_self_pairs_find_a_flipped_duplicate():
     found = {(a, b) for a, b, c in zip(i.tolist(), j.tolist(), v.tolist()) if c <= copies.DEFAULT_THRESHOLD}
     assert found == {(3, 10), (6, 11)}
     assert s.forms[int(f[(i == 3) & (j == 10)][0])] == "flipped"
+    # the hash radius alone (no k-NN shortlist) finds the flipped copy through the flipped form
+    i, j, f, d, v = copies.self_pairs(s, radius=64, shortlist=0)
+    hit = (i == 3) & (j == 10)
+    assert hit.any() and s.forms[int(f[hit][0])] == "flipped" and v[hit][0] <= copies.DEFAULT_THRESHOLD
+    assert d[hit][0] <= 64
 
 
 def test_calibrated_threshold_by_hand():
