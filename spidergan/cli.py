@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hash", default="phash", choices=("ahash", "dhash", "phash", "whash"))
     s.add_argument("--hash-size", type=int, default=16,
                    help="hash of hash-size**2 bits (default: %(default)s, as dedup)")
-    s.add_argument("--threshold", type=float, default=0.15,
+    s.add_argument("--threshold", type=float, default=0.14,
                    help="copy distance (1 - thumbnail correlation, spidergan.copies) counted as a "
                         "copy (default: %(default)s: <= 1%% false matches on bench/copies.py)")
     s.add_argument("--forms", default="mirror", choices=("plain", "mirror", "dihedral"),

@@ -40,7 +40,7 @@ HIGHPASS = 4.0      # thumbnails lose their blur at this sigma: shared lighting 
 CENTRE = 0.84       # the query's window: the central 84% (a 10% crop keeps it in view)
 SIZES = (0.74, 0.84, 0.94)    # windows of the other image, relative side
 OFFSETS = (-0.12, -0.06, 0.0, 0.06, 0.12)  # their centre's shift (ADA translates by <= 1/8)
-DEFAULT_THRESHOLD = 0.15  # copy distance counted as a copy when nothing calibrated it
+DEFAULT_THRESHOLD = 0.14  # copy distance counted as a copy when nothing calibrated it (bench/copies.py: <= 1% false matches)
 DEFAULT_SHORTLIST = 2
 
 
@@ -286,7 +286,8 @@ def verify(q: Signatures, r: Signatures, qi: np.ndarray, rj: np.ndarray, form: n
 
 FINE_SIZES = (0.70, 0.76, 0.82, 0.88, 0.94, 1.0)   # refinement: per axis (a crop squashes unevenly)
 FINE_OFFSETS = (-0.12, -0.08, -0.04, 0.0, 0.04, 0.08, 0.12)
-REFINE_BELOW = 0.3  # pairs this close after the coarse grid get the fine one
+REFINE_BELOW = 0.3  # pairs between these after the coarse grid get the fine one: closer ones
+REFINE_ABOVE = 0.1  # are copies at any threshold in use, farther ones unrelated
 
 
 _FINE_W: list = []
@@ -334,10 +335,10 @@ def refine(q: Signatures, r: Signatures, qi: np.ndarray, rj: np.ndarray, form: n
 
 
 def _refine_best(q, r, i, j, f, v, per_query: int = 2) -> np.ndarray:
-    """v with the fine grid applied to each query's `per_query` closest candidates below
-    REFINE_BELOW (the rest cannot become copies)."""
+    """v with the fine grid applied to each query's `per_query` closest candidates between
+    REFINE_ABOVE and REFINE_BELOW."""
     v = v.copy()
-    close = np.flatnonzero(v < REFINE_BELOW)
+    close = np.flatnonzero((v > REFINE_ABOVE) & (v < REFINE_BELOW))
     if not len(close):
         return v
     order = close[np.lexsort((v[close], i[close]))]

@@ -182,7 +182,16 @@ def score(fakes: np.ndarray, reals: Reals, p: EvaluateParams, seed: int,
     hold = (copies.nearest(reals.holdout_sig, reals.train_sig) if len(reals.holdout)
             else None)
     hold_copy_d = hold.distance if hold is not None else np.zeros(0)
-    cal = copying.calibrate_threshold(hold_copy_d, p.copy_false_rate, p.copy_threshold)
+    # a held-out real within the default copy threshold of a training image is a duplicate
+    # across the split (dedup missed it), not what "not a copy" looks like: left out, counted
+    leaked = hold_copy_d <= p.copy_threshold
+    cal = copying.calibrate_threshold(hold_copy_d[~leaked], p.copy_false_rate, p.copy_threshold)
+    m["memorization_holdout_copies"] = int(leaked.sum())
+    if leaked.any():
+        warn["memorization_holdout_warning"] = (
+            f"{int(leaked.sum())} of {len(hold_copy_d)} held-out reals are copies of training "
+            f"images (copy distance <= evaluate.copy_threshold {p.copy_threshold}): duplicates "
+            f"across the split that dedup missed; the threshold is calibrated without them")
     m["memorization_rate"] = memorization.memorization_rate(match.distance, cal["threshold"])
     m["memorization_threshold"] = cal["threshold"]
     m["memorization_calibrated"] = cal["calibrated"]

@@ -141,7 +141,7 @@ class DedupParams:
     threshold: int = param(64, ge=0, doc="crops within this Hamming distance are duplicates")
     forms: str = param("mirror", choices=("plain", "mirror", "dihedral"),
                        doc="forms a duplicate may take: plain, + x-flip, + 90-degree turns")
-    copy_threshold: float = param(0.15, ge=0.0, le=2.0,
+    copy_threshold: float = param(0.14, ge=0.0, le=2.0,
                                   doc="also duplicates: shortlisted pairs within this copy "
                                       "distance (1 - correlation, spidergan.copies)")
     shortlist: int = param(2, ge=0, le=64, doc="nearest crops per crop and form that are verified")
@@ -174,7 +174,7 @@ class EvaluateParams:
     hash_size: int = param(16, ge=2, le=64)
     hash_threshold: int = param(64, ge=0, doc="a fake this close (Hamming) to a training image is a "
                                               "copy (dedup's duplicate threshold)")
-    copy_threshold: float = param(0.15, ge=0.0, le=2.0,
+    copy_threshold: float = param(0.14, ge=0.0, le=2.0,
                                   doc="copy distance (spidergan.copies) counted as a copy when "
                                       "the held-out reals cannot calibrate one")
     copy_false_rate: float = param(0.01, gt=0.0, lt=1.0,

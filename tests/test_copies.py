@@ -103,6 +103,11 @@ def test_self_pairs_find_a_flipped_duplicate():
     found = {(a, b) for a, b, c in zip(i.tolist(), j.tolist(), v.tolist()) if c <= copies.DEFAULT_THRESHOLD}
     assert found == {(3, 10), (6, 11)}
     assert s.forms[int(f[(i == 3) & (j == 10)][0])] == "flipped"
+    # the hash radius alone (no k-NN shortlist) finds the flipped copy through the flipped form
+    i, j, f, d, v = copies.self_pairs(s, radius=64, shortlist=0)
+    hit = (i == 3) & (j == 10)
+    assert hit.any() and s.forms[int(f[hit][0])] == "flipped" and v[hit][0] <= copies.DEFAULT_THRESHOLD
+    assert d[hit][0] <= 64
 
 
 def test_calibrated_threshold_by_hand():
@@ -145,3 +150,23 @@ def test_ct_weights_cells_by_test_share_and_drops_cells_with_few_fakes():
     # copies (fakes at distance ~0) drive C_T strongly negative
     ct = copying.data_copying_ct(train, test_x, fake_x, test_d + 0.5, np.zeros(50), cells=2, min_fakes=20)
     assert ct["ct"] < -3
+
+
+def test_a_blur_with_the_same_layout_is_not_a_copy():
+    # what an undertrained generator draws: a soft dark blob where the training image has a
+    # spider. Correlation alone matched them (the demo's "memorization" of blobs)
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    spider = np.full((size, size), 235.0)
+    spider[(xx - 32) ** 2 + (yy - 30) ** 2 < 81] = 40
+    for ang in np.linspace(0, 2 * np.pi, 8, endpoint=False):  # eight thin legs
+        for t in np.linspace(9, 26, 40):
+            spider[int(30 + t * np.sin(ang)), int(32 + t * np.cos(ang))] = 50
+    import cv2
+
+    blob = cv2.GaussianBlur(spider, (0, 0), 5)
+    ims = [Image.fromarray(a.astype(np.uint8)).convert("RGB") for a in (spider, blob)]
+    s = copies.signatures(ims[:1], forms=("plain",))[0]
+    q = copies.signatures(ims, forms=("plain",))[0]
+    m = copies.nearest(q, s)
+    assert m.distance[0] < 0.02 and m.distance[1] > copies.DEFAULT_THRESHOLD

@@ -70,7 +70,7 @@ def test_nearest_command(tmp_path, capsys):
     assert rows[1]["nearest"] == "sub/real5.png" and rows[1]["form"] == "flipped"
     assert rows[2]["within_threshold"] == "False"
     printed = capsys.readouterr()
-    assert "2 of 3 query images within copy distance 0.15" in printed.out and "broken.png" in printed.err
+    assert "2 of 3 query images within copy distance 0.14" in printed.out and "broken.png" in printed.err
     assert "flipped 1, plain 1" in printed.out
     assert Image.open(pairs).size[0] > 96
     # without --out the CSV goes to stdout, the summary to stderr

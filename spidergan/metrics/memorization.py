@@ -198,17 +198,19 @@ def to_csv(result: Nearest, query_root: str | Path | None = None,
 
 
 def measure(fakes: Sequence, reals: Sequence, *, kind: str = "phash", hash_size: int = 16,
-            threshold: int = 64, fake_features: np.ndarray | None = None,
+            threshold: float = copies.DEFAULT_THRESHOLD, fake_features: np.ndarray | None = None,
             real_features: np.ndarray | None = None, cosine_threshold: float = 0.05,
-            pairs_path: str | Path | None = None, pairs_n: int = 16) -> dict:
-    """Memorization figures for the evaluate stage: fakes and reals are PIL images or paths.
+            pairs_path: str | Path | None = None, pairs_n: int = 16,
+            forms: Sequence[str] = ("plain", "flipped")) -> dict:
+    """Memorization figures of fakes against reals (PIL images or paths), outside the stage.
 
-    Hash: nearest real per fake and the share within `threshold`. Features (when given, one row
+    Copy engine (keys `hash_*`, kept for compatibility): nearest real per fake in any of `forms`
+    and the share within copy distance `threshold`. Features (when given, one row
     per fake/real in the same order): nearest real by cosine distance and the share within
     `cosine_threshold`. Optionally draws the closest pairs (by hash) to `pairs_path`.
     """
-    res = nearest(fakes, reals, kind, hash_size, threshold)
-    out = {f"hash_{k}": v for k, v in res.summary().items()}
+    res = nearest(fakes, reals, kind, hash_size, threshold, forms=forms)
+    out = {f"hash_{k}": v for k, v in res.summary().items() if k != "copies_by_form"}
     if fake_features is not None and real_features is not None:
         _, cos = nearest_by_features(fake_features, real_features)
         out.update({"feature_memorization_rate": round(memorization_rate(cos, cosine_threshold), 6),
