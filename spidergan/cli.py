@@ -174,7 +174,7 @@ def _cmd_train(args) -> int:
     from spidergan.gan import train
 
     p = _load(args)
-    result = train.run(p.train, seed=params.train_seed(p), dataset=args.dataset, out=args.out,
+    result = train.run(p.train, seed=params.train_seed(p.train, p.seed), dataset=args.dataset, out=args.out,
                        live_dir=args.live, metrics_path=args.metrics)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(" ".join(f"{k}={v}" for k, v in result.items()))

@@ -166,21 +166,6 @@ def _workers(workers: int | None) -> int:
     return max(1, workers if workers else (os.cpu_count() or 1))
 
 
-def hash_images(imgs: Sequence[Image.Image], kind: str = "phash", hash_size: int = 8,
-                workers: int | None = None) -> np.ndarray:
-    """Hashes of decoded PIL images: (N, words) uint64, equal to imagehash's bits."""
-    _check(kind, hash_size)
-    if not len(imgs):
-        return np.zeros((0, n_words(hash_size)), dtype=np.uint64)
-
-    def one(im):
-        return _shrink(im.convert("L"), kind, hash_size)
-
-    with ThreadPoolExecutor(_workers(workers)) as ex:
-        smalls = list(ex.map(one, imgs))
-    return pack_bits(_bits_from_smalls(smalls, kind, hash_size))
-
-
 @dataclass
 class FileHashes:
     """Hashes of the files that decoded, and why the others did not."""

@@ -611,9 +611,9 @@ def override(p: Params, assignments) -> Params:
     return from_dict(data)
 
 
-def train_seed(p: Params) -> int:
+def train_seed(train: TrainParams, seed: int) -> int:
     """The seed the GAN trains with: `train.seed`, or the top-level `seed` when it is null."""
-    return p.seed if p.train.seed is None else p.train.seed
+    return seed if train.seed is None else train.seed
 
 
 def to_dict(obj) -> dict:

@@ -114,9 +114,9 @@ def test_overrides_round_trip_through_yaml(base, exp, want):
 
 def test_train_seed_defaults_to_top_level_seed():
     p = params.from_dict({"seed": 7})
-    assert p.train.seed is None and params.train_seed(p) == 7
+    assert p.train.seed is None and params.train_seed(p.train, p.seed) == 7
     q = params.override(p, ["train.seed=3"])
-    assert params.train_seed(q) == 3 and q.seed == 7  # the data's seed is untouched
+    assert params.train_seed(q.train, q.seed) == 3 and q.seed == 7  # the data's seed is untouched
     assert params.load(ROOT / "params.yaml").train.seed is None  # today's runs unchanged
     with pytest.raises(params.ParamsError, match="train.seed"):
         params.override(p, ["train.seed=-1"])

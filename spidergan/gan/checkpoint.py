@@ -39,8 +39,10 @@ MATCH_KEYS = (
 )
 # Free to change on resume: length, logging, and where/how fast it runs (`device` changes the
 # random streams too, but moving a run between machines is its purpose).
+# `seed` (train.seed, null = the top-level seed) is checked as the seed it resolves to, beside
+# MATCH_KEYS in check_resume: null and the same number are one run.
 FREE_KEYS = ("kimg", "snap_kimg", "grid", "keep_snapshots", "on_mismatch", "device", "threads",
-             "gpu_data_mib")
+             "gpu_data_mib", "seed")
 # Architecture keys that must match for transfer learning (`train.resume_from`).
 ARCH_KEYS = ("resolution", "channel_base", "channel_max", "mapping_layers", "z_dim", "w_dim",
              "mbstd_group")
