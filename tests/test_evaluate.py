@@ -308,7 +308,7 @@ def test_stage_without_inception_and_snapshots(tmp_path, torch_home, netguard_lo
     assert fidm.WEIGHTS_NAME in m["fid_warning"]
     # words go to the notes file, the metrics file holds numbers only
     notes = json.loads((root / "reports/evaluate_notes.json").read_text())
-    assert fidm.WEIGHTS_NAME in notes["fid_warning"] and notes["memorization_space"] == "phash_hamming"
+    assert fidm.WEIGHTS_NAME in notes["fid_warning"] and notes["memorization_space"] == "copy_distance"
     saved = json.loads((root / "metrics/evaluate.json").read_text())
     assert "fid_warning" not in saved and all(isinstance(v, (int, float)) for v in saved.values())
     assert not any(k in m for k in fidm.INCEPTION_KEYS)

@@ -90,7 +90,8 @@ def test_checkpoint_loads_weights_only_and_records_everything(ds, tmp_path):
     assert state["rng"]["cpu"].dtype == torch.uint8
     assert state["params"]["batch"] == 4
     metrics = json.loads((tmp_path / "run" / "m.json").read_text())
-    assert metrics["swd_start"] > 0 and metrics["kimg"] == pytest.approx(0.016)
+    assert metrics["monitor_swd_start"] > 0 and metrics["kimg"] == pytest.approx(0.016)
+    assert all(isinstance(v, (int, float)) for v in metrics.values())  # numbers only
     assert (tmp_path / "run" / "live" / "augment_preview.png").exists()
     samples = list((tmp_path / "run" / "live").rglob("kimg*.png"))
     assert len(samples) == 2  # kimg 0 and the final snapshot

@@ -439,7 +439,7 @@ def snapshot(r: Run) -> dict | None:
     grid = image_grid(imgs, p.grid)
     if r.live is not None:
         r.live.log_image(f"samples/kimg{nimg / 1000:09.3f}.png", grid)
-        r.live.log_metric("swd", swd["swd"])
+        r.live.log_metric("monitor_swd", swd["swd"])
     atomic.save_image(out / "samples_latest.png", grid)
     if nimg == 0:
         atomic.save_image(out / "samples_start.png", grid)
@@ -465,12 +465,14 @@ def finish(r: Run, live_dir, metrics_path) -> dict:
     timed_s, timed_nimg = r.history.get("timed_s", 0.0), r.history.get("timed_nimg", 0)
     # mean over the run's log ticks (snapshots and each process's first tick excluded)
     result = {"kimg": r.nimg / 1000, "steps": r.step, "p": final_p,
-              "swd_start": r.history.get("swd_start"), "swd_end": r.history.get("swd_last"),
+              # "monitor_": not evaluate's swd (fewer fakes, capped descriptors; README)
+              "monitor_swd_start": r.history.get("swd_start"),
+              "monitor_swd_end": r.history.get("swd_last"),
               "sec_per_kimg": timed_s / (timed_nimg / 1000) if timed_nimg else None,
               "img_per_s": timed_nimg / timed_s if timed_s else None,
               "device": r.device.type, "images": len(r.ds)}
-    if metrics_path:
-        atomic.write_json(metrics_path, result)
+    if metrics_path:  # numbers only (`dvc metrics show`); the device is in the log
+        atomic.write_json(metrics_path, {k: v for k, v in result.items() if k != "device"})
     return result
 
 
