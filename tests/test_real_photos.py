@@ -123,3 +123,18 @@ def test_import_before_scrape_says_so(tmp_path):
     (tmp_path / "labels").mkdir()
     r = _spidergan(tmp_path, "import-labels", "--format", "yolo", str(tmp_path / "labels"))
     assert r.returncode == 1 and "run `dvc repro scrape` first" in r.stderr
+
+
+def test_coco_export_naming_original_files_finds_the_right_folder(corpus, tmp_path):
+    """The same matching for other tools' exports: `porch/IMG_0002.jpg` is not garden's."""
+    proj = _project(tmp_path, corpus, min_side=200)
+    assert _spidergan(proj, "scrape").returncode == 0
+    raw = manifest.read_by_id(proj / "data/raw/manifest.jsonl")
+    rel = "porch/IMG_0002.jpg"
+    w, h = raw[item_id(rel)]["width"], raw[item_id(rel)]["height"]
+    coco = {"images": [{"id": 1, "file_name": rel, "width": w, "height": h}],
+            "categories": [{"id": 1, "name": "spider"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50]}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    rep = L.import_labels("coco", tmp_path / "c.json", out=tmp_path / "out", raw_dir=proj / "data/raw")
+    assert rep.written == {item_id(rel): 1}

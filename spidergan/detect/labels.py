@@ -269,9 +269,15 @@ class _ImageIndex:
         return rec, None
 
     def find(self, name: str):
-        """The raw record for `name` or None."""
+        """The raw record for `name` or None (also None when the name fits several photos)."""
         name = str(name).replace("\\", "/")
         base = name.rsplit("/", 1)[-1]
+        # the folders of the name decide between photos of the same file name
+        rec, why = self.find_stem(name.rsplit(".", 1)[0] if "." in base else name)
+        if rec is not None:
+            return rec
+        if why and why[0] == "ambiguous":
+            return None
         for cand in (base, Path(base).stem, _LS_PREFIX.sub("", base), Path(_LS_PREFIX.sub("", base)).stem):
             iid = self.by_id.get(cand) and cand or self.by_name.get(cand)
             if iid and (self.raw_dir / self.by_id[iid]["file"]).is_file():
