@@ -1,7 +1,6 @@
 """Square extraction geometry and the crop stage on a tiny raw folder the test draws."""
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np

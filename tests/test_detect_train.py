@@ -211,9 +211,9 @@ def test_our_model_config_resolves_and_builds(tmp_path):
 
     src = model.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path)
     assert src == str(model.CONFIGS / "yolo11-tiny-p45.yaml")
-    model = YOLO(src).model
-    assert [int(s) for s in model.stride] == [16, 32]            # no P3/8 output
-    assert sum(p.numel() for p in model.parameters()) < 1_000_000  # yolo11n has 2.6 M
+    net = YOLO(src).model
+    assert [int(s) for s in net.stride] == [16, 32]            # no P3/8 output
+    assert sum(p.numel() for p in net.parameters()) < 1_000_000  # yolo11n has 2.6 M
     (tmp_path / "yolo11-tiny-p45.yaml").write_text((model.CONFIGS / "yolo11-tiny-p45.yaml").read_text())
     assert model.resolve_model("yolo11-tiny-p45.yaml", root=tmp_path) == str(tmp_path / "yolo11-tiny-p45.yaml")
 
