@@ -17,7 +17,7 @@ from spidergan.params import DetectParams, SelftrainParams
 
 from detect_toy import make_raw
 
-TINY = DetectParams(epochs=2, imgsz=64, batch=8, close_mosaic=1, labeled=10, val_fraction=0.2, min_labels=2,
+TINY = DetectParams(epochs=2, imgsz=64, batch=8, close_mosaic=1, labeled=10, val_fraction=0.2, min_labels=2, threads=0,
                     conf=0.001, max_det=5, predict_batch=4,
                     selftrain=SelftrainParams(rounds=1, accept_conf=0.001, unreviewed_conf=0.001,
                                               epochs=1))
