@@ -26,11 +26,7 @@ def test_cycle_finder_finds_one():
 
 
 # Known exceptions, each with its reason. The synthetic renderer is a catalogue of drawing code.
-# params.py is one dataclass per section, a field per knob: split, it would collide with every
-# branch adding a knob. The GAN's loop and NVIDIA importer are being reshaped (issue 19): drop
-# them from here once they fit.
-LONG_OK = {"spidergan/sources/synthetic.py", "spidergan/params.py",
-           "spidergan/gan/train.py", "spidergan/gan/nvidia_import.py"}
+LONG_OK = {"spidergan/sources/synthetic.py"}
 
 
 def test_no_module_over_500_lines():
