@@ -65,7 +65,9 @@ def _cmd_train_detector(args) -> int:
 
     p = _load(args)
     try:
-        m = train.run(p.detect, source=p.scrape.source, seed=p.seed)
+        m = train.run(p.detect, source=p.scrape.source, seed=p.seed, raw_dir=args.raw,
+                      labels_dir=args.labels, decisions=args.decisions, out_model=args.model,
+                      out_dir=args.out, metrics_path=args.metrics)
     except (labels.NoLabels, train.DetectorError) as e:
         print(f"spidergan: {e}", file=sys.stderr)
         return 1
@@ -79,7 +81,9 @@ def _cmd_detect(args) -> int:
 
     p = _load(args)
     try:
-        c = predict.run(p.detect, raw_dir=args.raw, model_path=args.model, out=args.out)
+        c = predict.run(p.detect, raw_dir=args.raw, model_path=args.model, out=args.out,
+                        labels_path=args.labels, metrics_path=args.metrics,
+                        failures_png=args.failures)
     except train.DetectorError as e:
         print(f"spidergan: {e}", file=sys.stderr)
         return 1
@@ -353,12 +357,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_import_labels)
 
     s = sub.add_parser("train-detector", help="train the spider detector (as the train_detector stage)")
+    s.add_argument("--raw", default="data/raw")
+    s.add_argument("--labels", default="data/labels")
+    s.add_argument("--decisions", default="data/review/decisions.jsonl")
+    s.add_argument("--model", default="models/detector.pt")
+    s.add_argument("--out", default="data/detector")
+    s.add_argument("--metrics", default="metrics/train_detector.json")
     s.set_defaults(func=_cmd_train_detector)
 
     s = sub.add_parser("detect", help="detect spiders on data/raw (as the detect stage)")
     s.add_argument("--raw", default="data/raw")
     s.add_argument("--model", default="models/detector.pt")
     s.add_argument("--out", default="data/detections.jsonl")
+    s.add_argument("--labels", default="data/detector/labels.jsonl",
+                   help="train_detector's split (held-out quality figures)")
+    s.add_argument("--metrics", default="metrics/detect.json")
+    s.add_argument("--failures", default="plots/detect/failures.png")
     s.set_defaults(func=_cmd_detect)
 
     s = sub.add_parser("mask", help="cut spiders out of the crops: data/masked (mask.method)")

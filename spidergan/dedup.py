@@ -108,9 +108,9 @@ def _score_links(n: int, li, lj, ti, tj) -> dict:
             "recall": tp / len(true_set) if true_set else 1.0}
 
 
-def run(p: DedupParams, crops: str | Path = "data/crops", out: str | Path = "data/unique",
-        metrics_path: str | Path | None = "metrics/dedup.json",
-        plots_dir: str | Path | None = "plots/dedup", workers: int | None = None) -> dict:
+def run(p: DedupParams, *, crops: str | Path, out: str | Path,
+        metrics_path: str | Path | None = None, plots_dir: str | Path | None = None,
+        workers: int | None = None) -> dict:
     """Deduplicate the crop manifest into `out`; returns (and writes) the metrics."""
     crops, out = Path(crops), Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -271,11 +271,9 @@ def check_finite(metrics: dict) -> None:
 
 
 # --------------------------------------------------------------------------- run
-def run(p: EvaluateParams, seed: int, dataset: str | Path = "data/dataset",
-        gan: str | Path = "models/gan", detector: str | Path = "models/detector.pt",
-        out: str | Path = "data/eval", plots: str | Path = "plots/evaluate",
-        report_path: str | Path | None = "reports/evaluate.html",
-        metrics_path: str | Path | None = "metrics/evaluate.json",
+def run(p: EvaluateParams, seed: int, *, dataset: str | Path, gan: str | Path,
+        detector: str | Path, out: str | Path, plots: str | Path,
+        report_path: str | Path | None = None, metrics_path: str | Path | None = None,
         cache_dir: str | Path | None = "default", root: str | Path | None = None,
         extractor: fidm.FeatureExtractor | None | str = "params", progress: bool = True,
         notes_path: str | Path | None = None) -> dict:

@@ -119,13 +119,6 @@ def test_params_cover_the_keys_a_stage_reads(name):
     assert not unread, f"stage {name}: params track keys it never reads: {unread}"
 
 
-# Stage functions that still carry path defaults, owned by branches working on them now; empty
-# this as they drop them (the stage script is where a stage's paths are given).
-PATH_DEFAULTS_LEFT = {"spidergan.detect.predict.run", "spidergan.detect.train.run",
-                      "spidergan.dedup.run", "spidergan.gan.dataset.run", "spidergan.gan.train.run",
-                      "spidergan.evaluate.run"}
-
-
 def _called_functions(script: Path):
     """(module name, function name) of the library calls in a stage script."""
     tree = ast.parse((g.ROOT / script).read_text())
@@ -146,8 +139,6 @@ def _called_functions(script: Path):
 def test_paths_are_given_by_the_stage_script(name):
     """No path default hidden in the stage function: the script names every path, once."""
     for mod, fn in _called_functions(stage_script(DVC[name])):
-        if f"{mod}.{fn}" in PATH_DEFAULTS_LEFT:
-            continue
         tree = ast.parse(g.module_file(mod).read_text())
         f = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn)
         defaults = f.args.defaults + [d for d in f.args.kw_defaults if d is not None]

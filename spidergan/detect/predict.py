@@ -38,11 +38,10 @@ def cache_file(cache_dir: Path, model_hash: str, p: DetectParams) -> Path:
     return cache_dir / f"{model_hash[:16]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsonl"
 
 
-def run(p: DetectParams, raw_dir="data/raw", model_path="models/detector.pt",
-        out="data/detections.jsonl", cache_dir: str | Path | None = None,
-        labels_path: str | Path | None = "data/detector/labels.jsonl",
-        metrics_path: str | Path | None = "metrics/detect.json",
-        failures_png: str | Path | None = "plots/detect/failures.png") -> dict:
+def run(p: DetectParams, *, raw_dir: str | Path, model_path: str | Path, out: str | Path,
+        cache_dir: str | Path | None = None, labels_path: str | Path | None = None,
+        metrics_path: str | Path | None = None,
+        failures_png: str | Path | None = None) -> dict:
     """Detect spiders on every raw image; returns (and writes) the counts and quality."""
     t0, c0 = time.time(), time.process_time()
     raw_dir = Path(raw_dir)

@@ -224,10 +224,9 @@ def train_cached(model_src: str, base_hash: str, train: dict, val: dict, p: Dete
 
 
 # --------------------------------------------------------------------------- the stage
-def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir="data/labels",
-        decisions="data/review/decisions.jsonl", out_model="models/detector.pt",
-        out_dir="data/detector", metrics_path="metrics/train_detector.json",
-        work_dir: str | Path | None = None) -> dict:
+def run(p: DetectParams, source: str, seed: int, *, raw_dir: str | Path, labels_dir: str | Path,
+        decisions: str | Path | None, out_model: str | Path, out_dir: str | Path,
+        metrics_path: str | Path | None = None, work_dir: str | Path | None = None) -> dict:
     """Labels, training and self-training rounds; writes the model, label record and metrics.
 
     `work_dir` (default `.spidergan/detect`) holds the built dataset, Ultralytics' run folders
@@ -242,7 +241,7 @@ def run(p: DetectParams, source: str, seed: int, raw_dir="data/raw", labels_dir=
         else model_src
     labels, origin, rejects = gather_labels(p, source, seed, raw_dir, labels_dir)
     origins = {i: origin for i in labels}
-    state = review_decisions.latest(decisions)
+    state = review_decisions.latest(decisions) if decisions else {}
     # a photo a person marked "no spider" is a background image to learn from, unless a label
     # file already says what is in it
     reviewed_negatives = sorted(i for i in review_decisions.no_spider_images(state)

@@ -48,8 +48,8 @@ def _square(im: Image.Image) -> Image.Image:
     return im.crop((x0, y0, x0 + s, y0 + s))
 
 
-def run(p: DatasetParams, resolution: int, seed: int, inputs: dict, out: str | Path = "data/dataset",
-        metrics_path: str | Path | None = "metrics/dataset.json") -> dict:
+def run(p: DatasetParams, resolution: int, seed: int, inputs: dict, *, out: str | Path,
+        metrics_path: str | Path | None = None) -> dict:
     """Build the packed dataset from `inputs[p.source] = (manifest path, root of its files)`."""
     if p.source not in inputs:
         raise ValueError(f"dataset.source={p.source!r} has no input configured")

@@ -135,9 +135,9 @@ class Run:
 
 
 # --------------------------------------------------------------------------- run
-def run(p: TrainParams, seed: int, dataset: str | Path = "data/dataset",
-        out: str | Path = "models/gan", live_dir: str | Path | None = "plots/train",
-        metrics_path: str | Path | None = "metrics/train.json", progress: bool = True) -> dict:
+def run(p: TrainParams, seed: int, *, dataset: str | Path, out: str | Path,
+        live_dir: str | Path | None = None, metrics_path: str | Path | None = None,
+        progress: bool = True) -> dict:
     """Train (or resume) according to `p`; returns the final metrics (on every rank)."""
     world = dist_mod.from_env()
     if p.batch % world.size:
