@@ -45,12 +45,15 @@ def _worker_pgids(dst: Path) -> set[int]:
                 out.add(os.getpgid(int(proc.name)))
         except (OSError, ProcessLookupError):
             continue
+    out.discard(os.getpgid(0))  # never this test's own group (DVC daemonizes its workers)
     return out
 
 
 def _status(dst, e) -> list[tuple[str, str]]:
     rows = _dvc(["queue", "status"], dst, e).stdout.splitlines()
-    return [(r.split()[1], r.split()[-1]) for r in rows[1:] if len(r.split()) >= 4]
+    states = ("Queued", "Running", "Success", "Failed")
+    return [(r.split()[1], r.split()[-1]) for r in rows[1:]
+            if len(r.split()) >= 4 and r.split()[-1] in states]
 
 
 def _wait_done(dst, e, timeout=900):
