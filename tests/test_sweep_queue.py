@@ -49,6 +49,14 @@ def _worker_pgids(dst: Path) -> set[int]:
     return out
 
 
+def _queue_start(dst, e):
+    """`dvc queue start`: its daemonized worker inherits the output pipes, so a captured run
+    would wait for the whole queue; the worker gets /dev/null instead."""
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "start", "-j", "1"],
+                   cwd=dst, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True, timeout=120)
+
+
 def _status(dst, e) -> list[tuple[str, str]]:
     rows = _dvc(["queue", "status"], dst, e).stdout.splitlines()
     states = ("Queued", "Running", "Success", "Failed")
@@ -96,7 +104,7 @@ def test_queued_sweep_survives_kill_and_compares(dst, netguard_log):
 
     _dvc(["exp", "run", "--queue", *SWEEP], dst, e)
     assert [s for _, s in _status(dst, e)] == ["Queued"] * 4
-    _dvc(["queue", "start", "-j", "1"], dst, e)
+    _queue_start(dst, e)
     # SIGKILL the worker once the first experiment's trainer is past its first snapshot (its
     # progress bar in DVC's log of the task), as a power cut would
     exps = dst / ".dvc/tmp/exps"
@@ -117,7 +125,7 @@ def test_queued_sweep_survives_kill_and_compares(dst, netguard_log):
 
     out = _spidergan(["requeue"], dst, e).stdout
     assert "queued" in out and "-S train.seed=" in out, out
-    _dvc(["queue", "start", "-j", "1"], dst, e)
+    _queue_start(dst, e)
     st = _wait_done(dst, e)
     assert [s for _, s in st] == ["Success"] * 4, st
     logs = "".join(f.read_text(errors="replace") for f in exps.glob("run/*/*.out"))
