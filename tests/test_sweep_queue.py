@@ -141,6 +141,7 @@ def test_queued_sweep_survives_kill_and_compares(dst, netguard_log):
     assert len({r["swd"] for r in runs}) == 4  # every seed trained its own generator
     html = (dst / "reports/compare/index.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "//cdn" not in html  # + curves
-    assert "train.aug_prob 0.2 -> 0.8: swd" in html
+    assert "train.aug_prob 0.2 -&gt; 0.8: swd" in html
+    assert "train.aug_prob 0.2 -> 0.8: swd" in (dst / "reports/compare/table.md").read_text()
     assert (dst / "plots/compare/compare.png").stat().st_size > 0
     assert netguard_log.read_text() == "" if netguard_log.exists() else True
