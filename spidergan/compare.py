@@ -99,8 +99,18 @@ class Effect:
     delta: float            # last - first
     se: float | None        # standard error of delta from the pooled seed spread
     noise: bool | None      # |delta| < 2 se; None when there is no seed repeat
+    start_delta: float | None = None  # the same change at the first training snapshot
 
     def sentence(self) -> str:
+        text = self._sentence()
+        s = self.start_delta
+        if (s is not None and not self.noise and self.delta != 0 and s * self.delta > 0
+                and abs(s) >= 0.5 * abs(self.delta)):
+            text += (f" (but {s:+.3g} of it is there at the first snapshot already: the data or "
+                     f"the measure, not training)")
+        return text
+
+    def _sentence(self) -> str:
         d = QUALITY.get(self.metric) or MEMORIZATION.get(self.metric)
         a, b = self.means[0], self.means[-1]
         text = (f"{self.param} {_fmt(self.levels[0])} -> {_fmt(self.levels[-1])}: "
@@ -254,8 +264,28 @@ def effects(points: Sequence[Point], swept: Sequence[str], metrics: Sequence[str
             se = (s * math.sqrt(1 / counts[0] + 1 / counts[-1])
                   if s is not None and counts[0] and counts[-1] else None)
             out.append(Effect(param, metric, levels, means, delta, se,
-                              None if se is None else abs(delta) < 2 * se))
+                              None if se is None else abs(delta) < 2 * se,
+                              _start_delta(points, i, levels, metric)))
     return out
+
+
+def _start_delta(points, i, levels, metric) -> float | None:
+    """Last-minus-first level change of `metric` at each run's first snapshot (curves), None
+    unless every run has one."""
+    firsts = {}
+    for p in points:
+        vals = []
+        for r in p.runs:
+            row = min(r.curve, key=lambda row: row["kimg"]) if r.curve else None
+            if row is None or metric not in row:
+                return None
+            vals.append(row[metric])
+        firsts[id(p)] = sum(vals) / len(vals)
+    ends = []
+    for lv in (levels[0], levels[-1]):
+        at = [firsts[id(p)] for p in points if p.key[i] == lv]
+        ends.append(sum(at) / len(at))
+    return ends[1] - ends[0]
 
 
 def best_point(points: Sequence[Point], primary: str | None,

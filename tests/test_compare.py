@@ -126,3 +126,21 @@ def test_nothing_finished_is_an_error(tmp_path):
         {"name": "q", "executor": {"state": "queued"}, "revs": [{"rev": "q", "data": {}}]}]}]
     with pytest.raises(compare.CompareError, match="no finished experiment.*q queued"):
         compare.compare(show, out=tmp_path / "r", plots=tmp_path / "p")
+
+
+def test_effect_present_before_training_is_flagged(tmp_path):
+    """copy_ratio rising with dataset.size at kimg 0 already is the reference set, not training."""
+    def curve(rev, path):  # first snapshot: copy_ratio 1.0 at size 16, 1.1 at size 128
+        size = 128 if "-s128-" in rev else 16
+        return json.dumps([{"kimg": 0.0, "copy_ratio": 1.0 if size == 16 else 1.1},
+                           {"kimg": 1.0, "copy_ratio": 1.0}])
+    show = _show()
+    for e in show[1]["experiments"]:
+        m = e["revs"][0]["data"]["metrics"]["metrics/evaluate.json"]["data"]
+        m["copy_ratio"] = 1.0 + (0.1 if "-s128-" in e["name"] else 0.0) + 0.001 * len(e["name"]) % 2
+    res = compare.compare(show, out=tmp_path / "r", plots=tmp_path / "p", read=curve)
+    size = next(x for x in res.effects if (x.param, x.metric) == ("dataset.size", "copy_ratio"))
+    assert size.start_delta == pytest.approx(0.1)
+    assert "first snapshot already" in size.sentence()
+    aug = next(x for x in res.effects if (x.param, x.metric) == ("train.aug_prob", "swd"))
+    assert aug.start_delta is None and "first snapshot" not in aug.sentence()  # no swd in curves
