@@ -95,7 +95,6 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
     crops = [spider_crop(i, size=256)[0] for i in range(args.n)]
-    p = params.from_dict({}).mask
     print(f"mask bench: {args.n} synthetic crops at 256 px, CPU, {args.threads} thread(s); "
           f"machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (ratios hold, rates "
           f"drop under load)")

@@ -62,7 +62,7 @@ def photos(tmp_path):
 
 def test_folder_import_recursive_with_reasons(photos, tmp_path):
     out, metrics = tmp_path / "raw", tmp_path / "m.json"
-    counts = scrape.run(folder_params(photos), seed=0, out=out, metrics_path=metrics)
+    scrape.run(folder_params(photos), seed=0, out=out, metrics_path=metrics)
     recs = manifest.read(out / "manifest.jsonl")
     by_path = {r["provenance"]["path"]: r for r in recs}
     assert sorted(by_path) == ["a.jpg", "b/c/alpha.png", "b/c/pal.webp", "b/cmyk.jpg",
