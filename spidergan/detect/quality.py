@@ -18,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
-from spidergan import atomic, images, manifest
+from spidergan import atomic, images, manifest, sheets
 from spidergan.boxes import ioa, iou  # noqa: F401 (ioa: quality.ioa)
 from spidergan.detect.model import Detector
 
@@ -135,7 +135,7 @@ def contact_sheet(raw_dir, fails: list, path, tile: int = 192, cols: int = 6,
     raw = manifest.read_by_id(Path(raw_dir) / "manifest.jsonl")
     kinds = ("missed", "double", "loose", "distractor", "false_box")
     order = sorted(fails, key=lambda f: -sum(len(f[k]) for k in kinds))
-    tiles = []
+    tiles, tags = [], []
     for f in order[:max_tiles]:
         rec = raw.get(f["id"])
         try:
@@ -144,24 +144,14 @@ def contact_sheet(raw_dir, fails: list, path, tile: int = 192, cols: int = 6,
             continue
         s = tile / max(im.size)
         im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))))
-        canvas = Image.new("RGB", (tile, tile + 14), (30, 30, 30))
-        canvas.paste(im, (0, 0))
-        d = ImageDraw.Draw(canvas)
+        d = ImageDraw.Draw(im)
         for kind in ("distractors", "tp") + kinds:
             for b in f.get(kind, []):
                 d.rectangle([v * s for v in b], outline=COLORS[kind], width=2)
-        tags = [f"{k}{len(f[k])}" for k in kinds if f[k]]
-        d.text((2, tile + 1), f"{f['id'][:14]} {' '.join(tags)}", fill=(255, 255, 255))
-        tiles.append(canvas)
-    if not tiles:
-        sheet = Image.new("RGB", (tile * 2, 40), (30, 30, 30))
-        ImageDraw.Draw(sheet).text((6, 12), "no failures", fill=(255, 255, 255))
-    else:
-        rows = (len(tiles) + cols - 1) // cols
-        w = min(cols, len(tiles))
-        sheet = Image.new("RGB", (w * tile, rows * (tile + 14)), (0, 0, 0))
-        for k, t in enumerate(tiles):
-            sheet.paste(t, ((k % cols) * tile, (k // cols) * (tile + 14)))
+        tiles.append(im)
+        tags.append(f"{f['id'][:14]} " + " ".join(f"{k}{len(f[k])}" for k in kinds if f[k]))
+    sheet = sheets.grid(tiles, cols=cols, cell=tile, labels=tags) if tiles \
+        else sheets.message("no failures", tile * 2)
     atomic.save_image(path, sheet)
     return len(tiles)
 
@@ -202,10 +192,8 @@ def heldout_quality(raw_dir, detections: list[dict], labels_path, failures_png) 
         ids = sorted(truth)
     if not ids:
         if failures_png:
-            sheet = Image.new("RGB", (520, 40), (30, 30, 30))
-            ImageDraw.Draw(sheet).text((6, 12), "nothing to measure on: no ground truth and no held-out "
-                                       "labels (detect.holdout)", fill=(255, 255, 255))
-            atomic.save_image(failures_png, sheet)
+            atomic.save_image(failures_png, sheets.message(
+                "nothing to measure on: no ground truth and no held-out labels (detect.holdout)", 520))
         return None
     figures, fails = evaluate(detections, truth, ids)
     if failures_png:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from spidergan import atomic
+from spidergan import atomic, sheets
 from spidergan.gan import checkpoint
 from spidergan.gan.networks import Generator
 
@@ -29,14 +29,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def image_grid(images: torch.Tensor, cols: int) -> Image.Image:
+    """Images at their own size, tiled edge to edge, `cols` per row (the sample grids)."""
     a = to_uint8(images)
-    n, h, w, c = a.shape
-    rows = math.ceil(n / cols)
-    grid = np.full((rows * h, cols * w, c), 255, np.uint8)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = a[i]
-    return Image.fromarray(grid)
+    return sheets.grid([Image.fromarray(x) for x in a], cols=cols, cell=max(a.shape[1:3]), pad=0)
 
 
 @torch.no_grad()
