@@ -257,7 +257,7 @@ def _cmd_compare(args) -> int:
                               seed_keys=[k for k in args.seed_keys.split(",") if k],
                               max_memorization=args.max_memorization,
                               include_baseline=args.baseline)
-    except compare.CompareError as e:
+    except (compare.CompareError, compare.ExperimentsError) as e:
         print(f"spidergan compare: {e}", file=sys.stderr)
         return 1
     print((res.files["md"]).read_text(), end="")
