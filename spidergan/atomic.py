@@ -72,6 +72,20 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n")
 
 
+def write_metrics(path: str | Path, obj: dict) -> None:
+    """A DVC metrics file: the numbers of `obj` only (nested sections kept), so `dvc metrics
+    show` stays a table; words (warnings, names, digests) belong in logs and reports."""
+    def numbers(d: dict) -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out[k] = numbers(v)
+            elif isinstance(v, (int, float)):
+                out[k] = v
+        return out
+    write_json(path, numbers(obj))
+
+
 def save_image(path: str | Path, image, **save_kwargs) -> None:
     """Save a PIL image atomically; the format follows the target's suffix."""
     path = Path(path)

@@ -360,7 +360,7 @@ def run(p: CropParams, *, raw: str | Path, out: str | Path,
                     man.append(c)
     counts = summarize(out, len(images_in))
     if metrics_path:
-        atomic.write_json(metrics_path, counts)
+        atomic.write_metrics(metrics_path, counts)
     drops = {k[len("drop_"):]: v for k, v in counts.items() if k.startswith("drop_")}
     if not counts["crops"]:
         outcome.refuse_empty("crop", f"no crops from {len(images_in)} images", drops,

@@ -197,7 +197,7 @@ def run(p: DedupParams, *, crops: str | Path, out: str | Path,
             "hash_only_recall": round(hash_at["recall"], 6),
             "hash_only_precision": round(hash_at["precision"], 6)})
     if metrics_path:
-        atomic.write_json(metrics_path, metrics)
+        atomic.write_metrics(metrics_path, metrics)
     if plots_dir:
         plots_dir = Path(plots_dir)
         _write_sweep(plots_dir / "pr_sweep.csv", sweep)

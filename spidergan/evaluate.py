@@ -378,7 +378,7 @@ def run(p: EvaluateParams, seed: int, *, dataset: str | Path, gan: str | Path,
                           params=to_dict(p), notes=warnings)
     notes = {k: v for k, v in metrics.items() if not isinstance(v, (int, float))}
     if metrics_path:
-        atomic.write_json(metrics_path, {k: v for k, v in metrics.items() if k not in notes})
+        atomic.write_metrics(metrics_path, metrics)
     if notes_path:
         atomic.write_json(notes_path, notes)
     for k, v in notes.items():  # (fid and detector_rate warnings were logged when they arose)

@@ -48,7 +48,7 @@ def run(p: ScrapeParams, seed: int, *, out: str | Path, metrics_path: str | Path
     else:  # pragma: no cover - params.py restricts the choices
         raise ValueError(f"unknown scrape.source {p.source!r}")
     if metrics_path:
-        atomic.write_json(metrics_path, counts)
+        atomic.write_metrics(metrics_path, counts)
     reasons = counts.get("reasons", {})
     if not counts["images"]:
         hint = ""

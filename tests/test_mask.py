@@ -87,7 +87,7 @@ def test_grabcut_masks_synthetic_crops_and_reruns_afresh(tmp_path):
     assert m["method"] == "grabcut" and m["kept"] == 5 and m["rejected"] == 0
     assert m["iou_n"] == 5 and m["iou_mean"] >= 0.8, m  # spider 0's crop runs past the image
     on_disk = json.loads((tmp_path / "metrics" / "mask.json").read_text())
-    assert on_disk == m
+    assert on_disk == {k: v for k, v in m.items() if k != "method"}  # numbers only
     recs = manifest.read(out / "manifest.jsonl")
     assert [r["id"] for r in recs] == [f"syn{i:03d}-0" for i in range(5)]
     for r in recs:

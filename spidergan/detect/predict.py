@@ -115,7 +115,7 @@ def run(p: DetectParams, *, raw_dir: str | Path, model_path: str | Path, out: st
         if q is not None:
             counts["heldout"] = q
     if metrics_path:
-        atomic.write_json(metrics_path, counts)
+        atomic.write_metrics(metrics_path, counts)
     from spidergan import outcome
 
     if not counts["ok"]:

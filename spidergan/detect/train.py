@@ -330,5 +330,5 @@ def run(p: DetectParams, source: str, seed: int, *, raw_dir: str | Path, labels_
     manifest.write(out_dir / "rejects.jsonl", rejects)
     manifest.write(out_dir / "candidates.jsonl", candidates_all)
     if metrics_path:
-        atomic.write_json(metrics_path, report)
+        atomic.write_metrics(metrics_path, report)
     return report

@@ -118,7 +118,7 @@ def run(p: DatasetParams, resolution: int, seed: int, inputs: dict, *, out: str 
             "used_all": short, "source": p.source, "sha256": hashlib.sha256(data).hexdigest()}
     atomic.write_json(out / "info.json", info)
     if metrics_path:
-        atomic.write_json(metrics_path, {k: v for k, v in info.items() if k != "sha256"})
+        atomic.write_metrics(metrics_path, info)
     return info
 
 

@@ -471,8 +471,8 @@ def finish(r: Run, live_dir, metrics_path) -> dict:
               "sec_per_kimg": timed_s / (timed_nimg / 1000) if timed_nimg else None,
               "img_per_s": timed_nimg / timed_s if timed_s else None,
               "device": r.device.type, "images": len(r.ds)}
-    if metrics_path:  # numbers only (`dvc metrics show`); the device is in the log
-        atomic.write_json(metrics_path, {k: v for k, v in result.items() if k != "device"})
+    if metrics_path:
+        atomic.write_metrics(metrics_path, result)
     return result
 
 

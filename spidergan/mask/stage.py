@@ -180,7 +180,7 @@ def run(p: MaskParams, *, seed: int, manifest_path: str | Path, images_root: str
     log.info("masked %d crops in %.1fs", n_new, seconds)
     metrics = _metrics(p, masker, records, out)
     if metrics_path:
-        atomic.write_json(metrics_path, metrics)
+        atomic.write_metrics(metrics_path, metrics)
     if plots_dir:
         _write_sheet(p, out, images_root, Path(plots_dir))
     reasons = metrics["rejected_by_reason"]
