@@ -58,9 +58,10 @@ def test_train_writes_model_labels_candidates_and_metrics(project):
     for k in ("map50", "map50_95", "precision", "recall"):
         assert 0.0 <= m[k] <= 1.0 and k in m["round_0"]
     assert m["labels"] == {"images": 10, "boxes": m["labels"]["boxes"], "train": 8, "val": 2,
-                           "origin": "truth", "rejected": 0, "negatives": m["labels"]["negatives"],
+                           "rejected": 0, "negatives": m["labels"]["negatives"],
                            "train_negatives": m["labels"]["train_negatives"], "review_no_spider": 0,
                            "holdout": 0}
+    assert report["labels"]["origin"] == "truth"  # words stay out of the metrics file
     labels = manifest.read(root / "detector/labels.jsonl")
     assert len(labels) == 10 and {r["split"] for r in labels} == {"train", "val"}
     assert all(r["origin"] == "truth" and r["round"] == 0 for r in labels)
