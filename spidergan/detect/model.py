@@ -90,7 +90,8 @@ class Detector:
     def __init__(self, weights: str | Path, p: DetectParams, conf: float | None = None):
         self.model = load_yolo(weights, p.threads)
         self.kw = dict(imgsz=p.imgsz, conf=p.conf if conf is None else conf, iou=p.iou,
-                       max_det=p.max_det, device=device.ultralytics_arg(p.device), verbose=False)
+                       max_det=p.max_det, augment=p.augment, device=device.ultralytics_arg(p.device),
+                       verbose=False)
         self.nested = p.nested_suppress
 
     def predict(self, rgbs: list[np.ndarray], **kw) -> list[list[dict]]:

@@ -5,7 +5,8 @@ Each record: {"id", "status": "ok"|"error", "reason"?, "boxes": [{"box": [x0, y0
 boxes (a result, not an error); a missing or corrupt image is `error` with the reason.
 
 Results are cached per image in `.spidergan/cache/detect/`, keyed by the image's SHA-256 within
-a file keyed by the model's SHA-256 and the prediction params (conf, iou, max_det, imgsz). New
+a file keyed by the model's SHA-256 and the prediction params (conf, iou, max_det, imgsz,
+augment, nested_suppress). New
 raw images therefore run alone, and a re-run with nothing new reads the cache without loading
 the model (seconds). A killed run keeps every finished batch.
 """
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def cache_file(cache_dir: Path, model_hash: str, p: DetectParams) -> Path:
     key = json.dumps({"conf": p.conf, "iou": p.iou, "max_det": p.max_det, "imgsz": p.imgsz,
-                      "nested_suppress": p.nested_suppress},
+                      "nested_suppress": p.nested_suppress, "augment": p.augment},
                      sort_keys=True)
     return cache_dir / f"{model_hash[:16]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsonl"
 
