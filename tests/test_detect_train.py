@@ -320,3 +320,29 @@ def test_hand_labels_negatives_and_holdout_reach_training_and_quality(project, t
     assert h["spider_free_images"] == sum(1 for i in held if not lab[i]["boxes"])
     assert (tmp_path / "f.png").stat().st_size > 0
     _no_network(log)
+
+
+def test_augment_is_ultralytics_test_time_augmentation(project):
+    """detect.augment reaches Ultralytics' own augmented inference (the image, its mirror and two
+    smaller scales, merged): the stage's Detector gives the boxes YOLO.predict(augment=True) gives,
+    which differ from plain prediction; and the detect cache keeps the two apart."""
+    import cv2
+
+    root, raw, kw, report, log = project
+    weights = root / "models/detector.pt"
+    rgb = np.asarray(images.load_rgb(raw / manifest.read(raw / "manifest.jsonl")[0]["file"]))
+    # every box (no nested suppression, max_det 100): a 2-epoch detector's top box alone can be
+    # the same with and without augmentation
+    base = replace(TINY, threads=1, max_det=100, nested_suppress=1.01)
+    p_aug, p_plain = replace(base, augment=True), replace(base, augment=False)
+    ours_aug = model.Detector(weights, p_aug).predict([rgb])[0]
+    ours_plain = model.Detector(weights, p_plain).predict([rgb])[0]
+    yolo = model.load_yolo(weights, 1)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    for p, ours in ((p_aug, ours_aug), (p_plain, ours_plain)):
+        res = yolo.predict([bgr], imgsz=p.imgsz, conf=p.conf, iou=p.iou, max_det=p.max_det,
+                           augment=p.augment, device="cpu", verbose=False)[0]
+        assert ours == model.suppress_nested(model.boxes_of(res), p.nested_suppress)
+    assert ours_aug and ours_aug != ours_plain
+    cache = root / "cache"
+    assert predict.cache_file(cache, "0" * 64, p_aug) != predict.cache_file(cache, "0" * 64, p_plain)
