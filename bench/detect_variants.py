@@ -72,18 +72,21 @@ def main() -> int:
     held = sorted(i for i in records if i not in labels and i in truth)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data_yaml = T.build_dataset(work / "dataset", raw, records,
-                                    {i: labels[i] for i in train_ids}, {i: labels[i] for i in val_ids})
         t0, c0 = time.perf_counter(), time.process_time()
         if args.weights:
             weights = Path(args.weights)
         else:
+            data_yaml = T.build_dataset(work / "dataset", raw, records, {i: labels[i] for i in train_ids},
+                                        {i: labels[i] for i in val_ids})
             weights, _ = T.fit(T.resolve_model(p.model), data_yaml, p, p.epochs, loaded.seed,
                                work / "runs", "variant", extra)
         train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
-        boxes = {d["id"]: d["boxes"] for d in q.predict_ids(weights, p, raw, held, conf=0.001)}
-        fresh_dets, fresh_truth = fresh_photos(weights, p, loaded, args.fresh)
-        blank = no_photos(weights, p)
+        held_dets = q.predict_ids(weights, p, raw, held, conf=0.001)
+        from spidergan.detect.model import Detector
+
+        det = Detector(weights, p, conf=0.001)
+        fresh_dets, fresh_truth = fresh_photos(det, loaded, args.fresh)
+        blank = no_photos(det)
         if args.keep:
             import shutil
 
@@ -93,9 +96,7 @@ def main() -> int:
     print(f"weights {args.weights} (not trained here)" if args.weights else
           f"training {train_s:.1f} s ({train_cpu:.1f} s CPU), {p.epochs} epochs")
     for conf in (0.001, p.conf):
-        dets = [{"id": i, "status": "ok", "boxes": [b for b in bs if b["conf"] >= conf]}
-                for i, bs in boxes.items()]
-        fig, _ = q.evaluate(dets, truth, held)
+        fig, _ = q.evaluate(at_conf(held_dets, conf), truth, held)
         print(f"held-out mAP50 {fig['map50']:.3f} with boxes down to confidence {conf} "
               f"({fig['images']} images, {fig['spiders']} spiders; precision {fig['precision']}, "
               f"recall {fig['recall']})")
@@ -109,10 +110,8 @@ def main() -> int:
     print("conf   held-out: recall  spider-free boxed | fresh: recall (spiders)  spider-free boxed"
           "  (of them with a distractor)")
     for conf in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6):
-        dets = [{"id": i, "status": "ok", "boxes": [b for b in bs if b["conf"] >= conf]}
-                for i, bs in boxes.items()]
-        f, _ = q.evaluate(dets, truth, held)
-        kept = [{**d, "boxes": [b for b in d["boxes"] if b["conf"] >= conf]} for d in fresh_dets]
+        f, _ = q.evaluate(at_conf(held_dets, conf), truth, held)
+        kept = at_conf(fresh_dets, conf)
         fp, _ = q.evaluate(kept, fresh_truth, fresh_ids)
         with_d = [d for d in kept if fresh_truth[d["id"]]["objects"]
                   and not any(o["cls"] == "spider" for o in fresh_truth[d["id"]]["objects"])]
@@ -125,20 +124,24 @@ def main() -> int:
     return 0
 
 
-def fresh_photos(weights, p, loaded, count: int) -> tuple[list, dict]:
-    """Detections down to conf 0.001, and the ground truth, on `count` synthetic photos no run
-    ever saw: drawn with another seed and the committed synthetic params (so spider-free photos,
-    distractor-alone ones among them, come in the demo's proportions), duplicates off."""
+def at_conf(dets: list[dict], conf: float) -> list[dict]:
+    """Detection records with only the boxes at `conf` or above: what the stage keeps at it."""
+    return [{**d, "boxes": [b for b in d["boxes"] if b["conf"] >= conf]} for d in dets]
+
+
+def fresh_photos(det, loaded, count: int) -> tuple[list, dict]:
+    """`det`'s detections (main builds it at conf 0.001) and the ground truth on `count`
+    synthetic photos no run ever saw: drawn with another seed and the committed synthetic params
+    (so spider-free photos, distractor-alone ones among them, come in the demo's proportions),
+    duplicates off."""
     import dataclasses
 
     import cv2
     import numpy as np
     from tqdm import tqdm
 
-    from spidergan.detect.model import Detector
     from spidergan.sources import synthetic
 
-    det = Detector(weights, p, conf=0.001)
     sp = dataclasses.replace(loaded.scrape.synthetic, count=count, dup_fraction=0.0)
     dets, truth = [], {}
     for item in tqdm(synthetic.generate(sp, loaded.seed + 7919), total=count, desc="fresh photos"):
@@ -149,15 +152,12 @@ def fresh_photos(weights, p, loaded, count: int) -> tuple[list, dict]:
     return dets, truth
 
 
-def no_photos(weights, p) -> dict:
+def no_photos(det) -> dict:
     """{name: highest box confidence} on four pictures that are no photo at all (plain white,
     plain grey, uniform noise, a blurred dark disc on white, 224 px): the issue's examples."""
     import cv2
     import numpy as np
 
-    from spidergan.detect.model import Detector
-
-    det = Detector(weights, p, conf=0.001)
     rng = np.random.default_rng(0)
     disc = np.full((224, 224, 3), 255, np.uint8)
     cv2.circle(disc, (112, 112), 60, (30, 25, 20), -1)
