@@ -6,9 +6,8 @@ boxes (a result, not an error); a missing or corrupt image is `error` with the r
 
 Results are cached per image in `.spidergan/cache/detect/`, keyed by the image's SHA-256 within
 a file keyed by the model's SHA-256 and the prediction params (conf, iou, max_det, imgsz,
-augment, nested_suppress). New
-raw images therefore run alone, and a re-run with nothing new reads the cache without loading
-the model (seconds). A killed run keeps every finished batch.
+augment, nested_suppress). New raw images therefore run alone, and a re-run with nothing new
+reads the cache without loading the model (seconds). A killed run keeps every finished batch.
 """
 
 from __future__ import annotations
