@@ -404,7 +404,7 @@ class DetectParams:
                                "the detect stage measures precision, recall, mAP50 and false boxes")
     val_fraction: float = param(0.2, gt=0.0, lt=1.0, doc="share of the labelled images held out for validation")
     epochs: int = param(300, ge=1, le=10_000)
-    imgsz: int = param(192, ge=32, le=4096)
+    imgsz: int = param(256, ge=32, le=4096)
     batch: int = param(8, ge=1, le=1024)
     optimizer: str = param("AdamW", choices=("AdamW", "SGD", "auto"),
                            doc="auto: Ultralytics picks by the number of iterations")
@@ -418,7 +418,7 @@ class DetectParams:
     precision: str = param("auto", choices=("auto", "fp32", "bf16"),
                            doc="training precision; auto: bf16 on a CPU with native bf16 (AVX512-BF16, "
                                "AMX), else fp32; on a GPU auto is Ultralytics' own AMP")
-    conf: float = param(0.4, gt=0.0, lt=1.0, doc="detections below this confidence are dropped")
+    conf: float = param(0.45, gt=0.0, lt=1.0, doc="detections below this confidence are dropped")
     augment: bool = param(True, doc="test-time augmentation when predicting (Ultralytics augment: "
                                     "the image, its mirror and two smaller scales, merged): ~3x the "
                                     "predict time, fewer false boxes at the same recall")
