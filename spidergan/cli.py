@@ -235,7 +235,7 @@ def _cmd_evaluate(args) -> int:
     try:
         m = evaluate.run(p.evaluate, seed=p.seed, dataset=args.dataset, gan=args.gan,
                          detector=args.detector, out=args.out, plots=args.plots,
-                         report_path=args.report, metrics_path=args.metrics)
+                         report_path=args.report, metrics_path=args.metrics, detect=p.detect)
     except (evaluate.EvaluateError, FileNotFoundError) as e:
         print(f"spidergan evaluate: {e}", file=sys.stderr)
         return 2

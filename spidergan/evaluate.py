@@ -49,7 +49,7 @@ from spidergan.metrics import copying, detector_rate
 from spidergan.metrics import fid as fidm
 from spidergan.metrics import memorization
 from spidergan.metrics.swd import sliced_wasserstein
-from spidergan.params import EvaluateParams, to_dict
+from spidergan.params import DetectParams, EvaluateParams, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def run(p: EvaluateParams, seed: int, *, dataset: str | Path, gan: str | Path,
         report_path: str | Path | None = None, metrics_path: str | Path | None = None,
         cache_dir: str | Path | None = "default", root: str | Path | None = None,
         extractor: fidm.FeatureExtractor | None | str = "params", progress: bool = True,
-        notes_path: str | Path | None = None) -> dict:
+        notes_path: str | Path | None = None, detect: DetectParams | None = None) -> dict:
     """Evaluate the final checkpoint (and every snapshot when `p.snapshots`); returns the metrics
     and the notes in one dict. The metrics file gets the numbers only (`dvc metrics show` stays
     a readable table); words (the `*_warning`s, `memorization_space`) go to `notes_path` and the
@@ -284,6 +284,8 @@ def run(p: EvaluateParams, seed: int, *, dataset: str | Path, gan: str | Path,
 
     `extractor`: "params" = the standard Inception as `p.fid` says; or a FeatureExtractor
     (tests: random weights); or None = no Inception metrics.
+    `detect`: how the detect stage predicts, so detector_rate sees images as the stage does
+    (None: DetectParams' defaults, for tests).
     """
     from spidergan import env
 
@@ -333,7 +335,7 @@ def run(p: EvaluateParams, seed: int, *, dataset: str | Path, gan: str | Path,
 
     model = None
     try:
-        model = detector_rate.load_detector(detector)
+        model = detector_rate.load_detector(detector, detect or DetectParams())
     except detector_rate.DetectorMissing as e:
         warnings["detector_rate_warning"] = str(e)
         log.warning("%s", e)

@@ -8,4 +8,4 @@ if __name__ == "__main__":
     evaluate.run(p.evaluate, seed=p.seed, dataset="data/dataset", gan="models/gan",
                  detector="models/detector.pt", out="data/eval", plots="plots/evaluate",
                  report_path="reports/evaluate.html", metrics_path="metrics/evaluate.json",
-                 notes_path="reports/evaluate_notes.json")
+                 notes_path="reports/evaluate_notes.json", detect=p.detect)

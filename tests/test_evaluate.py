@@ -341,6 +341,35 @@ def test_stage_detector_rate(tmp_path):
     assert "detector_rate_warning" not in hi
 
 
+def test_detector_rate_predicts_as_the_detect_stage(tmp_path, monkeypatch):
+    """detector_rate's Detector takes the detect section's predict settings (test-time
+    augmentation, NMS IoU, max boxes), as the calls reaching Ultralytics' YOLO.predict show;
+    conf and image size stay evaluate's own."""
+    from spidergan import env
+
+    root = _project(tmp_path)
+    env.configure_ultralytics()
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    YOLO("yolov8n.yaml", task="detect").save(root / "models/detector.pt")
+    seen, predict = [], YOLO.predict
+
+    def spy(self, *a, **kw):
+        seen.append(kw)
+        return predict(self, *a, **kw)
+
+    monkeypatch.setattr(YOLO, "predict", spy)
+    detect = params.from_dict({"detect": {"augment": False, "iou": 0.3, "max_det": 5}}).detect
+    _run(root, _params(detector_conf=0.5, detector_imgsz=96), detect=detect)
+    assert seen and all((k["augment"], k["iou"], k["max_det"], k["conf"], k["imgsz"]) == (False, 0.3, 5, 0.5, 96)
+                        for k in seen)
+    seen.clear()
+    _run(root, _params(detector_conf=0.5))  # without a detect section: DetectParams' defaults
+    d = params.DetectParams()
+    assert seen and all((k["augment"], k["iou"], k["max_det"]) == (d.augment, d.iou, d.max_det) for k in seen)
+
+
 def test_stage_bad_input(tmp_path, torch_home):
     from spidergan import evaluate
 

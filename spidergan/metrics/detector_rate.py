@@ -21,11 +21,15 @@ from spidergan.detect.model import Detector, DetectorMissing  # noqa: F401 (eval
 from spidergan.params import DetectParams
 
 
-def load_detector(path: str | Path, threads: int = 0) -> Detector:
-    """The detector at `path`; raises DetectorMissing when there is none. Conf and image size
-    come with each `rate` call; `threads`: torch CPU threads, 0 = every core."""
+def load_detector(path: str | Path, detect: DetectParams, threads: int = 0) -> Detector:
+    """The detector at `path`, predicting as the detect stage does (`detect`: test-time
+    augmentation, NMS IoU, max boxes, nested-box suppression); raises DetectorMissing when there
+    is none. Conf and image size come with each `rate` call; `threads`: torch CPU threads,
+    0 = every core."""
     try:
-        return Detector(path, DetectParams(threads=threads))
+        # only the predict settings: the training keys (epochs, imgsz...) do not matter here
+        return Detector(path, DetectParams(augment=detect.augment, iou=detect.iou, max_det=detect.max_det,
+                                           nested_suppress=detect.nested_suppress, threads=threads))
     except DetectorMissing as e:
         raise DetectorMissing(f"{e}; it measures detector_rate") from None
 
