@@ -216,9 +216,7 @@ def train_cached(model_src: str, base_hash: str, train: dict, val: dict, p: Dete
         return done, json.loads(done_metrics.read_text()), True
     data_yaml = build_dataset(work / "dataset", raw_dir, records, train, val)
     weights, metrics = fit(model_src, data_yaml, p, epochs, seed, work / "runs", tag)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(done) as tmp:
-        shutil.copyfile(weights, tmp)
+    atomic.copy_file(weights, done)
     atomic.write_json(done_metrics, metrics)
     return done, metrics, False
 
@@ -317,9 +315,7 @@ def run(p: DetectParams, source: str, seed: int, *, raw_dir: str | Path, labels_
     # CPU time of this process: what the wall time would be on an unshared core
     report["cpu_seconds"] = round(time.process_time() - c0, 1)
 
-    Path(out_model).parent.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(out_model) as tmp:
-        shutil.copyfile(weights, tmp)
+    atomic.copy_file(weights, out_model)
     split_of = {**{i: "holdout" for i in held}, **{i: "train" for i in train},
                 **{i: "val" for i in val}}
     boxes_of = {**{i: labels[i] for i in held}, **val, **train}
