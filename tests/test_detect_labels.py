@@ -254,6 +254,26 @@ def test_spider_free_box_rate_counts_images_not_boxes():
     fig, _ = quality.evaluate(dets, truth, list(truth))
     assert (fig["spider_free_images"], fig["spider_free_boxed"], fig["spider_free_box_rate"]) == (4, 2, 0.5)
     assert fig["recall"] == 1.0
+    # one-sided 95% Clopper-Pearson bound of 2 of 4 = the upper end of scipy's exact 90% interval
+    from scipy.stats import binomtest
+
+    assert fig["spider_free_box_rate_upper95"] == round(
+        binomtest(2, 4).proportion_ci(confidence_level=0.90, method="exact").high, 4)
+
+
+@pytest.mark.parametrize("k,n", [(0, 15), (1, 15), (7, 188), (3, 4)])
+def test_upper_bound_is_clopper_pearson(k, n):
+    """Against scipy's exact binomial interval (the one-sided 95% bound is the upper end of the
+    two-sided 90% one) and, for k = 0, the closed form 1 - 0.05^(1/n)."""
+    from scipy.stats import binomtest
+
+    from spidergan.metrics import proportion
+
+    expected = binomtest(k, n).proportion_ci(confidence_level=0.90, method="exact").high
+    assert proportion.upper_bound(k, n) == pytest.approx(expected, rel=1e-9)
+    if k == 0:
+        assert proportion.upper_bound(k, n) == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-9)
+    assert proportion.upper_bound(n, n) == 1.0 and proportion.upper_bound(0, 0) == 1.0
 
 
 def test_synthetic_source_labels_are_its_spiders(tmp_path):

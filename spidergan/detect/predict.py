@@ -128,7 +128,9 @@ def run(p: DetectParams, *, raw_dir: str | Path, model_path: str | Path, out: st
         h = counts["heldout"]
         print(f"detect: held-out quality on {h['images']} images ({h['spiders']} spiders): "
               f"precision {h['precision']}, recall {h['recall']}, mAP50 {h['map50']}; spider-free "
-              f"images with a box {h['spider_free_boxed']} of {h['spider_free_images']}")
+              f"images with a box {h['spider_free_boxed']} of {h['spider_free_images']}"
+              + (f" (the true share may be up to {h['spider_free_box_rate_upper95']:.0%}, 95% bound)"
+                 if h["spider_free_images"] else ""))
     return counts
 
 

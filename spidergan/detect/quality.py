@@ -23,6 +23,7 @@ from PIL import ImageDraw
 from spidergan import atomic, images, manifest, sheets
 from spidergan.boxes import ioa, iou  # noqa: F401 (ioa: quality.ioa)
 from spidergan.detect.model import Detector
+from spidergan.metrics import proportion
 
 IOU_MATCH = 0.5
 
@@ -117,7 +118,10 @@ def evaluate(detections: list[dict], truth: dict, ids) -> tuple[dict, list]:
                "distractor_boxes": totals["distractor"], "false_boxes": totals["false_box"],
                "failure_images": len(fails),
                "spider_free_images": free, "spider_free_boxed": free_boxed,
-               "spider_free_box_rate": round(free_boxed / free, 4) if free else None}
+               "spider_free_box_rate": round(free_boxed / free, 4) if free else None,
+               # few spider-free photos cannot show a low rate: 0 of 15 still allows 18%
+               "spider_free_box_rate_upper95": round(proportion.upper_bound(free_boxed, free), 4)
+               if free else None}
     return figures, fails
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spidergan.metrics import proportion
+
 
 def copy_ratio(fake_nn_dist, holdout_nn_dist) -> float:
     """mean(fake -> nearest train) / mean(held-out real -> nearest train)."""
@@ -71,8 +73,6 @@ def calibrate_threshold(holdout_nn_dist, false_rate: float = 0.01, default: floa
     reals it is `default`. `false_copy_rate` is that share; `false_copy_rate_upper` its one-sided
     Clopper-Pearson bound at `confidence` (with 16 reals and none below, 0.171: few held-out
     reals calibrate loosely, and the figure says so)."""
-    from scipy.stats import beta
-
     d = np.sort(np.asarray(holdout_nn_dist, dtype=np.float64))
     n = len(d)
     if n == 0:
@@ -81,7 +81,7 @@ def calibrate_threshold(holdout_nn_dist, false_rate: float = 0.01, default: floa
     k = int(np.floor(false_rate * n))
     threshold = float(np.nextafter(d[k], -np.inf)) if k < n else float(d[-1])
     false = int(np.sum(d <= threshold))
-    upper = float(beta.ppf(confidence, false + 1, n - false)) if false < n else 1.0
+    upper = proportion.upper_bound(false, n, confidence)
     return {"threshold": threshold, "calibrated": 1, "n": n, "false_copies": false,
             "false_copy_rate": false / n, "false_copy_rate_upper": upper}
 
