@@ -137,17 +137,17 @@ def fresh_photos(det, loaded, count: int) -> tuple[list, dict]:
     duplicates off."""
     import dataclasses
 
-    import cv2
     import numpy as np
     from tqdm import tqdm
 
+    from spidergan import images
     from spidergan.sources import synthetic
 
     sp = dataclasses.replace(loaded.scrape.synthetic, count=count, dup_fraction=0.0)
     dets, truth = [], {}
     for item in tqdm(synthetic.generate(sp, loaded.seed + 7919), total=count, desc="fresh photos"):
-        bgr = cv2.imdecode(np.frombuffer(item.jpeg, np.uint8), cv2.IMREAD_COLOR)
-        boxes = det.predict([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0]
+        # decoded by the detect stage's own loader, as the held-out photos are
+        boxes = det.predict([np.asarray(images.load_rgb(item.jpeg))])[0]
         dets.append({"id": item.id, "status": "ok", "boxes": boxes})
         truth[item.id] = {"objects": item.objects_json()}
     return dets, truth
